@@ -1,0 +1,409 @@
+"""The input-event contract: typed events, a strict fast decoder, and the encoder.
+
+Producers write JSON objects to the input topics (``health.usage``, ``health.tickets``,
+``health.surveys``, ``health.accounts``, key = ``account_id``). Every event carries
+``event_id`` (for de-duplication), ``account_id`` and ``occurred_at`` (ISO 8601 *with*
+a time zone), plus kind-specific fields; it may carry ``kind``, which must then agree
+with the topic's kind.
+
+Policy:
+
+- Strict on what we read: ids are non-empty JSON strings (numbers are refused, so
+  ``42`` and ``"42"`` can never be two spellings of one account); numbers are finite
+  and never booleans; timestamps without a zone are refused (guessing a zone would
+  shift windows silently).
+- Unknown extra fields are ignored, so producers can add fields before consumers
+  know them (forward compatibility). Optional fields may be absent or ``null``.
+- Every failure is an :class:`InvalidEvent` naming the JSON path of the bad field, so
+  the agent can dead-letter the raw bytes with a reason a producer can act on.
+- No clock here: "too far in the future" is the scoring core's call.
+
+The decoder is hand-written per kind for speed (it runs per event); :data:`FIELDS`
+is the declarative description that ``schemas.generate`` turns into JSON Schema, and
+``tests/test_event_schemas.py`` proves the two agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import ClassVar, NamedTuple
+
+import orjson
+
+__all__ = [
+    "EVENT_KINDS", "TICKET_ACTIONS", "SURVEY_TYPES", "SURVEY_SCALES", "FIELDS", "FieldSpec",
+    "UsageEvent", "TicketEvent", "SurveyEvent", "AccountEvent", "Event", "EVENT_CLASSES",
+    "InvalidEvent", "decode_event", "event_from_dict", "event_to_dict", "encode_event",
+]
+
+EVENT_KINDS = ("usage", "ticket", "survey", "account")
+TICKET_ACTIONS = ("opened", "first_response", "resolved", "reopened", "closed")
+SURVEY_TYPES = ("csat", "nps")
+# survey type -> (bottom, default top) of its scale. CSAT's top may be raised by
+# `scale` (1..scale); NPS is always 0..10 by definition.
+SURVEY_SCALES = {"csat": (1.0, 5.0), "nps": (0.0, 10.0)}
+
+
+# ---------------------------------------------------------------- the events
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    event_id: str
+    account_id: str
+    occurred_at: float  # epoch seconds, UTC
+    name: str  # login, feature_used, session, ... any non-empty name
+    user_id: str | None = None
+    feature: str | None = None
+    value: float | None = None  # finite; e.g. minutes spent
+    kind: ClassVar[str] = "usage"
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEvent:
+    event_id: str
+    account_id: str
+    occurred_at: float
+    ticket_id: str
+    action: str  # one of TICKET_ACTIONS
+    priority: str | None = None
+    sla_breached: bool | None = None
+    kind: ClassVar[str] = "ticket"
+
+
+@dataclass(frozen=True, slots=True)
+class SurveyEvent:
+    event_id: str
+    account_id: str
+    occurred_at: float
+    survey: str  # one of SURVEY_TYPES
+    score: float  # within the scale
+    scale: float | None = None  # top of the scale; None -> the survey type's default
+    respondent_id: str | None = None
+    kind: ClassVar[str] = "survey"
+
+    @property
+    def scale_range(self) -> tuple[float, float]:
+        """(bottom, top) of this answer's scale, with the default filled in."""
+        bottom, top = SURVEY_SCALES[self.survey]
+        return bottom, top if self.scale is None else self.scale
+
+
+@dataclass(frozen=True, slots=True)
+class AccountEvent:
+    event_id: str
+    account_id: str
+    occurred_at: float
+    attributes: dict  # name -> str | int | float | bool | None (upsert; None clears)
+    kind: ClassVar[str] = "account"
+
+
+Event = UsageEvent | TicketEvent | SurveyEvent | AccountEvent
+EVENT_CLASSES = {cls.kind: cls for cls in (UsageEvent, TicketEvent, SurveyEvent, AccountEvent)}
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the contract.
+
+    ``field``: JSON path of the offending field ('occurred_at', 'attributes.seats'),
+    or '' for the whole message; ``expected``: what the contract wants there;
+    ``reason``: one line naming the field, fit for a dead-letter record.
+    """
+
+    def __init__(self, field: str, expected: str, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.expected = expected
+        self.reason = reason
+
+    def __reduce__(self):  # keep it picklable despite the 3-argument constructor
+        return type(self), (self.field, self.expected, self.reason)
+
+
+# ------------------------------------------------ the declarative description
+
+class FieldSpec(NamedTuple):
+    name: str
+    type: str  # id | string | timestamp | number | boolean | enum | attributes
+    required: bool
+    description: str
+    enum: tuple[str, ...] | None = None
+
+
+_COMMON = (
+    FieldSpec("event_id", "id", True,
+              "Unique id of the event, used for de-duplication (redelivery is normal)."),
+    FieldSpec("account_id", "id", True,
+              "The customer account; also the Kafka message key."),
+    FieldSpec("occurred_at", "timestamp", True,
+              "When it happened: ISO 8601 / RFC 3339 with a time zone ('Z' or +hh:mm)."),
+)
+
+FIELDS: dict[str, tuple[FieldSpec, ...]] = {
+    "usage": _COMMON + (
+        FieldSpec("name", "string", True, "What happened: login, feature_used, session, ..."),
+        FieldSpec("user_id", "id", False, "The user who acted, for distinct-active-user measures."),
+        FieldSpec("feature", "string", False, "The feature used, for adoption measures."),
+        FieldSpec("value", "number", False, "A finite amount, e.g. minutes spent."),
+    ),
+    "ticket": _COMMON + (
+        FieldSpec("ticket_id", "id", True, "The support ticket this lifecycle step belongs to."),
+        FieldSpec("action", "enum", True, "The lifecycle step.", TICKET_ACTIONS),
+        FieldSpec("priority", "string", False, "The ticket's priority as the PSA names it."),
+        FieldSpec("sla_breached", "boolean", False, "Whether the ticket breached its SLA."),
+    ),
+    "survey": _COMMON + (
+        FieldSpec("survey", "enum", True, "The survey type.", SURVEY_TYPES),
+        FieldSpec("score", "number", True,
+                  "The answer: csat within 1..scale (default 5), nps within 0..10."),
+        FieldSpec("scale", "number", False,
+                  "Top of the scale: csat 1..scale (> 1, default 5); nps must be 10 or absent."),
+        FieldSpec("respondent_id", "id", False, "Who answered."),
+    ),
+    "account": _COMMON + (
+        FieldSpec("attributes", "attributes", True,
+                  "Upsert of account attributes (CRM): name -> string, finite number, "
+                  "boolean, or null to clear. Non-empty; no nested objects or arrays."),
+    ),
+}
+
+
+# ------------------------------------------------------------------ decoding
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_fromiso = datetime.fromisoformat
+_isfinite = math.isfinite
+_UTC = timezone.utc
+# Bounds that keep every decoded timestamp encodable (years 1..9999 in UTC).
+_MIN_TS = datetime(1, 1, 1, tzinfo=_UTC).timestamp()
+_MAX_TS = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=_UTC).timestamp()
+_ACTIONS = frozenset(TICKET_ACTIONS)
+
+_ID = "a non-empty string (ids must be JSON strings, numbers are not accepted)"
+_STR = "a non-empty string"
+_NUM = "a finite number (not a boolean)"
+_TS = "an ISO 8601 timestamp with a time zone"
+_KINDS = "one of " + ", ".join(EVENT_KINDS)
+
+
+def _show(v) -> str:
+    """A short JSON-flavoured rendering of a bad value for the reason text."""
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "an object"
+    if isinstance(v, list):
+        return "an array"
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def _invalid(field: str, expected: str, got: str) -> InvalidEvent:
+    return InvalidEvent(field, expected, f"{field or 'message'}: expected {expected}, got {got}")
+
+
+def _bad(d: dict, name: str, expected: str) -> InvalidEvent:
+    # Only on the error path: tell "missing" apart from "present but wrong".
+    got = _show(d[name]) if name in d else "nothing (the field is missing)"
+    return _invalid(name, expected, got)
+
+
+def _req_str(d: dict, name: str, expected: str = _STR) -> str:
+    v = d.get(name)
+    if isinstance(v, str) and v:
+        return v
+    raise _bad(d, name, expected)
+
+
+def _opt_str(d: dict, name: str, expected: str = _STR) -> str | None:
+    v = d.get(name)
+    if v is None or (isinstance(v, str) and v):
+        return v
+    raise _bad(d, name, expected)
+
+
+def _num(v):
+    """float(v) for a finite non-bool number, else None."""
+    if type(v) is float:  # the common case from orjson; inf/nan fail x - x == 0
+        return v if v - v == 0.0 else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            f = float(v)
+        except OverflowError:  # a huge int from event_from_dict
+            return None
+        if _isfinite(f):
+            return f
+    return None
+
+
+def _req_num(d: dict, name: str) -> float:
+    f = _num(d.get(name))
+    if f is None:
+        raise _bad(d, name, _NUM)
+    return f
+
+
+def _opt_num(d: dict, name: str) -> float | None:
+    v = d.get(name)
+    if v is None:
+        return None
+    f = _num(v)
+    if f is None:
+        raise _bad(d, name, _NUM)
+    return f
+
+
+def _timestamp(d: dict) -> float:
+    v = d.get("occurred_at")
+    if isinstance(v, str):
+        try:
+            dt = _fromiso(v)
+        except ValueError:
+            try:  # RFC 3339 allows lower-case 't'/'z'; only costs on this rare path
+                dt = _fromiso(v.upper())
+            except ValueError:
+                dt = None
+        if dt is not None and dt.tzinfo is not None:
+            ts = dt.timestamp()
+            if _MIN_TS <= ts <= _MAX_TS:
+                return ts
+    raise _bad(d, "occurred_at", _TS)
+
+
+def _usage(d: dict) -> UsageEvent:
+    return UsageEvent(
+        _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d),
+        _req_str(d, "name"), _opt_str(d, "user_id", _ID), _opt_str(d, "feature"),
+        _opt_num(d, "value"),
+    )
+
+
+def _ticket(d: dict) -> TicketEvent:
+    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
+    ticket_id = _req_str(d, "ticket_id", _ID)
+    action = d.get("action")
+    if not (isinstance(action, str) and action in _ACTIONS):
+        raise _bad(d, "action", "one of " + ", ".join(TICKET_ACTIONS))
+    breached = d.get("sla_breached")
+    if not (breached is None or breached is True or breached is False):
+        raise _bad(d, "sla_breached", "a boolean")
+    return TicketEvent(event_id, account_id, ts, ticket_id, action, _opt_str(d, "priority"), breached)
+
+
+def _survey(d: dict) -> SurveyEvent:
+    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
+    survey = d.get("survey")
+    if not (isinstance(survey, str) and survey in SURVEY_SCALES):
+        raise _bad(d, "survey", "one of " + ", ".join(SURVEY_TYPES))
+    score, scale = _req_num(d, "score"), _opt_num(d, "scale")
+    bottom, top = SURVEY_SCALES[survey]
+    if scale is not None:
+        if survey == "nps" and scale != top:
+            raise _bad(d, "scale", "10 or null (NPS is always 0..10)")
+        if scale <= bottom:
+            raise _bad(d, "scale", "a number greater than 1 (csat answers lie in 1..scale)")
+        top = scale
+    if not bottom <= score <= top:
+        raise _bad(d, "score", f"a number between {bottom:g} and {top:g} (the {survey} scale)")
+    return SurveyEvent(event_id, account_id, ts, survey, score, scale, _opt_str(d, "respondent_id", _ID))
+
+
+def _account(d: dict) -> AccountEvent:
+    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
+    attrs = d.get("attributes")
+    if not (isinstance(attrs, dict) and attrs):
+        raise _bad(d, "attributes", "a non-empty object of attribute name -> scalar")
+    for key, v in attrs.items():
+        if not (isinstance(key, str) and key):  # JSON keys are strings; dicts from callers may not be
+            raise _invalid("attributes", "non-empty string attribute names", _show(key))
+        if v is None or isinstance(v, (str, bool)):
+            continue
+        if isinstance(v, float):
+            if _isfinite(v):
+                continue
+        elif isinstance(v, int):
+            continue
+        raise _invalid(f"attributes.{key}",
+                       "a string, finite number, boolean or null (no nested values)", _show(v))
+    # A copy: the event is frozen, callers of event_from_dict keep their dict.
+    return AccountEvent(event_id, account_id, ts, dict(attrs))
+
+
+_DECODERS = {"usage": _usage, "ticket": _ticket, "survey": _survey, "account": _account}
+
+
+def event_from_dict(data: dict, kind: str | None = None) -> Event:
+    """Validate an already-parsed JSON object. ``kind`` is the topic's kind, if known."""
+    if not isinstance(data, dict):
+        raise _invalid("", "a JSON object", _show(data))
+    k = data.get("kind")
+    if k is None:
+        k = kind
+        if k is None:
+            raise _invalid("kind", _KINDS, "nothing (no kind in the event and none given by the topic)")
+    elif kind is not None and k != kind:
+        raise _invalid("kind", f"{kind!r} (the topic's kind)", _show(k))
+    decoder = _DECODERS.get(k) if isinstance(k, str) else None
+    if decoder is None:
+        raise _invalid("kind", _KINDS, _show(k))
+    return decoder(data)
+
+
+def decode_event(raw: bytes | str, kind: str | None = None, *, max_bytes: int = 65536) -> Event:
+    """Decode one message value (bytes from Kafka) into an event, or raise InvalidEvent."""
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode()
+        except UnicodeEncodeError:  # lone surrogates
+            raise _invalid("", "UTF-8 JSON", "text that cannot be encoded as UTF-8") from None
+    if len(raw) > max_bytes:
+        raise _invalid("", f"a message of at most {max_bytes} bytes", f"{len(raw)} bytes")
+    try:
+        data = _loads(raw)
+    except _JSONDecodeError as exc:
+        try:  # classify only on the error path
+            bytes(raw).decode()
+        except UnicodeDecodeError as u:
+            raise _invalid("", "UTF-8 JSON", f"bytes that are not UTF-8 ({u.reason} at byte {u.start})") from None
+        raise _invalid("", "a JSON object", f"text that is not JSON ({exc})") from None
+    if type(data) is not dict:
+        got = _show(data)
+        if not isinstance(data, list) and data is not None:
+            got = ("a boolean " if isinstance(data, bool) else "a string " if isinstance(data, str)
+                   else "a number ") + got
+        raise _invalid("", "a JSON object", got)
+    return event_from_dict(data, kind)
+
+
+# ------------------------------------------------------------------ encoding
+
+def _iso(ts: float) -> str:
+    dt = datetime.fromtimestamp(ts, _UTC)
+    # Milliseconds when exact (the common producer precision), else microseconds, so
+    # decode(encode(e)) == e for microsecond timestamps.
+    spec = "milliseconds" if dt.microsecond % 1000 == 0 else "microseconds"
+    return dt.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def event_to_dict(event: Event) -> dict:
+    """The JSON form: ``kind`` first, ``occurred_at`` as ISO 8601 UTC ('Z'), absent optionals omitted."""
+    d = {"kind": event.kind}
+    for name in _FIELD_NAMES[event.kind]:
+        v = getattr(event, name)
+        if v is not None:
+            d[name] = v
+    d["occurred_at"] = _iso(event.occurred_at)
+    if event.kind == "account":
+        d["attributes"] = dict(event.attributes)
+    return d
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event_to_dict(event))
+
+
+_FIELD_NAMES = {kind: tuple(f.name for f in specs) for kind, specs in FIELDS.items()}

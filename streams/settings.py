@@ -1,0 +1,80 @@
+"""Worker settings, read once from the environment (12-factor), so one image serves every deployment."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.yaml"
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Kafka topic names. Every topic that carries account data is keyed by account_id."""
+
+    usage: str
+    tickets: str
+    surveys: str
+    accounts: str
+    scores: str
+    alerts: str
+    deadletter: str
+    control: str
+
+    @classmethod
+    def from_env(cls, prefix: str) -> "Topics":
+        def name(kind: str) -> str:
+            return _env(f"HEALTH_TOPIC_{kind.upper()}", f"{prefix}{kind}")
+
+        return cls(**{kind: name(kind) for kind in cls.__dataclass_fields__})
+
+    def inputs(self) -> dict[str, str]:
+        """Input topic name -> the event kind it carries."""
+        return {self.usage: "usage", self.tickets: "ticket", self.surveys: "survey", self.accounts: "account"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    app_id: str = "customer-health"
+    broker: str = "kafka://127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "health"
+    store: str = "memory://"
+    partitions: int = 12
+    model_path: Path = DEFAULT_MODEL
+    web_port: int = 6066
+    topics: Topics = field(default_factory=lambda: Topics.from_env("health."))
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            app_id=_env("HEALTH_APP_ID", cls.app_id),
+            broker=_env("HEALTH_KAFKA_BROKER", cls.broker),
+            redis_url=_env("HEALTH_REDIS_URL", cls.redis_url),
+            redis_prefix=_env("HEALTH_REDIS_PREFIX", cls.redis_prefix),
+            store=_env("HEALTH_STORE", cls.store),
+            partitions=_env_int("HEALTH_PARTITIONS", cls.partitions),
+            model_path=Path(_env("HEALTH_MODEL", str(DEFAULT_MODEL))),
+            web_port=_env_int("HEALTH_WEB_PORT", cls.web_port),
+            topics=Topics.from_env(_env("HEALTH_TOPIC_PREFIX", "health.")),
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """host:port list for plain aiokafka clients (Faust wants kafka://)."""
+        return ",".join(url.split("://", 1)[-1] for url in self.broker.split(";"))

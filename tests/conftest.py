@@ -1,0 +1,51 @@
+"""Fixtures: the real local stack (used if running, else started and stopped again) and unique names."""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import redis
+
+from tests.harness import STACK, Stack, unique_name
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    """Kafka and Redis on loopback: the running ones, or ones this session starts with ops/stack."""
+    current = Stack.from_env()
+    if current.answers():
+        yield current
+        return
+    started = subprocess.run([str(STACK), "up"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"ops/stack up failed:\n{started.stdout}{started.stderr}")
+    yield current
+    if not os.environ.get("HEALTH_KEEP_STACK"):
+        subprocess.run([str(STACK), "down"], capture_output=True)
+
+
+@pytest.fixture
+def unique(request) -> str:
+    """A prefix for this test's topics, consumer group (app id) and Redis keys."""
+    return unique_name(request.node.name)
+
+
+@pytest.fixture
+def redis_client(stack: Stack):
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def worker_env(stack: Stack, unique: str) -> dict[str, str]:
+    """Environment for a worker isolated by unique names: its own group, topics and Redis keys."""
+    return {
+        "HEALTH_APP_ID": unique,
+        "HEALTH_KAFKA_BROKER": stack.broker_url,
+        "HEALTH_REDIS_URL": stack.redis_url,
+        "HEALTH_TOPIC_PREFIX": f"{unique}.",
+        "HEALTH_REDIS_PREFIX": unique,
+        "HEALTH_PARTITIONS": "4",
+    }
