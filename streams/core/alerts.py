@@ -1,0 +1,240 @@
+"""Alert rules as pure transitions of a small per-account alert state.
+
+- band degraded / recovered, with hysteresis: the alerted band moves only when the score
+  leaves it by at least ``margin_points`` beyond its boundary; per-type cooldown: inside
+  the cooldown no alert of that type is emitted AND the alerted band does not move, so the
+  transition is delayed (raised by the first evaluation after the cooldown), never lost;
+- declining trend: the score fell by >= drop_points or >= drop_percent against its value
+  ``days`` ago (daily score history); raised once per decline, re-armed when it clears;
+- component thresholds: a component score going below a level (re-armed when back above).
+
+Alert ids are deterministic: a hash of the account, type, model fingerprint, bands or
+component, the evaluation day and the account's alert sequence number (kept in the alert
+state, which is restored with the table after a crash), so reprocessing the same events
+gives the same ids.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from .days import day_of
+from .model import AlertRules, Band, band_of
+from .scoring import AccountScore
+
+DEGRADED = "health.band.degraded"
+RECOVERED = "health.band.recovered"
+TREND = "health.trend.declining"
+COMPONENT = "health.component.threshold"
+MAX_EVENT_IDS = 20
+_KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"}  # short keys of AlertState.last
+
+
+@dataclass(slots=True)
+class AlertState:
+    band: str | None = None  # the band last alerted (or first seen)
+    last: dict[str, int] = field(default_factory=dict)  # dg / rc / tr / c:<component> -> time emitted
+    trend_armed: bool = True
+    below: list[str] = field(default_factory=list)  # components currently below their threshold
+    seq: int = 0  # alerts emitted so far (part of the deterministic id)
+    history: dict[str, float] = field(default_factory=dict)  # day -> score of the day's last evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        if self.band is not None:
+            d["b"] = self.band
+        if self.last:
+            d["t"] = self.last
+        if not self.trend_armed:
+            d["x"] = 1
+        if self.below:
+            d["lo"] = self.below
+        if self.seq:
+            d["n"] = self.seq
+        if self.history:  # dense: [first day, score or null per day]
+            days = [int(k) for k in self.history]
+            first = min(days)
+            row: list = [None] * (max(days) - first + 1)
+            for k, v in self.history.items():
+                row[int(k) - first] = v
+            d["h"] = [first] + row
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "AlertState":
+        d = d or {}
+        return cls(band=d.get("b"), last=dict(d.get("t", {})), trend_armed=not d.get("x"),
+                   below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")))
+
+
+def _history(h: list | None) -> dict[str, float]:
+    if not h:
+        return {}
+    first = h[0]
+    return {str(first + i): v for i, v in enumerate(h[1:]) if v is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentChange:
+    component: str
+    value_before: float | None
+    value_after: float | None
+    score_before: float | None
+    score_after: float | None
+    contribution_before: float
+    contribution_after: float
+
+    @property
+    def change(self) -> float:
+        return round(self.contribution_after - self.contribution_before, 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"component": self.component, "value_before": self.value_before, "value_after": self.value_after,
+                "score_before": self.score_before, "score_after": self.score_after,
+                "contribution_before": self.contribution_before, "contribution_after": self.contribution_after,
+                "change": self.change}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    id: str
+    type: str
+    account_id: str
+    time: float
+    score_before: float | None
+    score_after: float | None
+    band_before: str | None
+    band_after: str | None
+    model_version: str
+    explanation: tuple[ComponentChange, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "account_id": self.account_id, "time": self.time,
+                "score_before": self.score_before, "score_after": self.score_after,
+                "band_before": self.band_before, "band_after": self.band_after,
+                "model_version": self.model_version,
+                "explanation": [c.to_dict() for c in self.explanation],
+                "event_ids": list(self.event_ids), "detail": self.detail}
+
+
+def explain(old: AccountScore | None, new: AccountScore) -> tuple[ComponentChange, ...]:
+    """The components whose contribution changed, the largest |change| first."""
+    before = old.components if old is not None else {}
+    changes = []
+    for name in sorted(set(before) | set(new.components)):
+        b, a = before.get(name), new.components.get(name)
+        cb = b.contribution if b else 0.0
+        ca = a.contribution if a else 0.0
+        if cb == ca and (b and b.value) == (a and a.value):
+            continue
+        changes.append(ComponentChange(name, b.value if b else None, a.value if a else None,
+                                       b.score if b else None, a.score if a else None, cb, ca))
+    changes.sort(key=lambda c: (-abs(c.contribution_after - c.contribution_before), c.component))
+    return tuple(changes)
+
+
+def _alert_id(*parts: Any) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
+                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
+                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
+    """Pure transition: (alert state, previous score, new score) -> (new alert state, alerts)."""
+    # never mutate the caller's state
+    st = AlertState(state.band, dict(state.last), state.trend_armed, list(state.below), state.seq,
+                    dict(state.history))
+    alerts: list[Alert] = []
+    score = new.score
+    if score is None:
+        return st, alerts
+    today = day_of(now)
+    when = now if time is None else time
+    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
+    explanation: list = []
+    old_score = old.score if old is not None else None
+    names = {b.name: i for i, b in enumerate(bands)}
+
+    def cooled(key: str, cooldown: float) -> bool:
+        t = st.last.get(_KEY.get(key, key))
+        return t is None or now - t >= cooldown
+
+    def mark(key: str) -> None:
+        st.last[_KEY.get(key, key)] = int(now)
+
+    def emit(atype: str, band_before, band_after, key_parts, score_before, detail=None) -> None:
+        if not explanation:
+            explanation.append(explain(old, new))
+        aid = _alert_id(new.account_id, atype, new.model_fingerprint, *key_parts, today, st.seq)
+        st.seq += 1
+        alerts.append(Alert(id=aid, type=atype, account_id=new.account_id, time=when,
+                            score_before=score_before, score_after=score, band_before=band_before,
+                            band_after=band_after, model_version=new.model_version,
+                            explanation=explanation[0], event_ids=ids, detail=detail or {}))
+
+    # band crossing with hysteresis and cooldown
+    rule = rules.band_change
+    if st.band is None or st.band not in names:
+        st.band = band_of(bands, score)
+    elif rule is not None:
+        i = names[st.band]
+        lower = bands[i].min
+        upper = bands[i - 1].min if i > 0 else None
+        target, atype = None, None
+        if score < lower - rule.margin_points:
+            target, atype = band_of(bands, score), DEGRADED
+        elif upper is not None and score >= upper + rule.margin_points:
+            target, atype = band_of(bands, score), RECOVERED
+        if target is not None and cooled(atype, rule.cooldown_seconds):
+            emit(atype, st.band, target, (st.band, target), old_score,
+                 {"margin_points": rule.margin_points})
+            mark(atype)
+            st.band = target
+
+    # declining trend against the score `days` ago
+    trend = rules.trend
+    if trend is not None:
+        ref_day = None
+        for d in st.history:
+            di = int(d)
+            if di <= today - trend.days and (ref_day is None or di > ref_day):
+                ref_day = di
+        if ref_day is not None:
+            ref = st.history[str(ref_day)]
+            drop = ref - score
+            cond = ((trend.drop_points is not None and drop >= trend.drop_points)
+                    or (trend.drop_percent is not None and ref > 0 and drop * 100.0 / ref >= trend.drop_percent))
+            if not cond:
+                st.trend_armed = True
+            elif st.trend_armed and cooled(TREND, rules.cooldown_seconds):
+                emit(TREND, band_of(bands, ref), new.band, (ref_day,), ref,
+                     {"reference_day": ref_day, "reference_score": ref, "drop_points": round(drop, 2),
+                      "days": trend.days})
+                mark(TREND)
+                st.trend_armed = False
+
+    # component thresholds
+    for th in rules.component_thresholds:
+        c = new.components.get(th.component)
+        if c is None or c.score is None:
+            continue
+        was = th.component in st.below
+        if c.score < th.below and not was:
+            key = f"c:{th.component}"
+            if cooled(key, rules.cooldown_seconds):
+                emit(COMPONENT, new.band, new.band, (th.component,), old_score,
+                     {"component": th.component, "below": th.below, "component_score": c.score})
+                mark(key)
+                st.below.append(th.component)
+        elif c.score >= th.below and was:
+            st.below.remove(th.component)
+
+    # the day's score for later trend comparisons (bounded)
+    st.history[str(today)] = score
+    keep_from = today - history_days
+    for d in [d for d in st.history if int(d) < keep_from]:
+        del st.history[d]
+    return st, alerts

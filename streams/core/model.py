@@ -1,0 +1,186 @@
+"""The health model: measures, components, sections, bands, segments and alert rules.
+
+Frozen dataclasses built by :mod:`streams.core.model_loader` from the YAML file; see
+``docs/health-model.md`` for the reference of every key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+IMPACTS = {"none": 0.0, "low": 1.0, "medium": 2.0, "high": 3.0}
+MISSING_POLICIES = ("exclude", "zero", "neutral")
+NEUTRAL_SCORE = 50.0
+
+# measure type -> keys it accepts (besides `type`), (required keys)
+MEASURE_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "event_count": (("events", "window_days"), ("window_days",)),
+    "distinct_users": (("window_days",), ("window_days",)),
+    "value_sum": (("events", "window_days"), ("window_days",)),
+    "value_avg": (("events", "window_days"), ("window_days",)),
+    "per_user": (("measure", "per", "percent"), ("measure", "per")),
+    "feature_adoption": (("window_days", "expected_features", "expected_count_attribute"), ("window_days",)),
+    "pct_change": (("of",), ("of",)),
+    "days_since": (("events", "kinds"), ()),
+    "open_tickets": ((), ()),
+    "mean_first_response_hours": (("window_days",), ("window_days",)),
+    "mean_resolution_hours": (("window_days",), ("window_days",)),
+    "sla_breach_share": (("window_days",), ("window_days",)),
+    "csat_avg": (("window_days",), ("window_days",)),
+    "nps": (("window_days",), ("window_days",)),
+    "attribute": (("attribute",), ("attribute",)),
+}
+INTERACTION_KINDS = ("usage", "ticket", "survey")
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    retention_days: int = 60
+    allowed_lateness_seconds: int = 86400
+    max_future_skew_seconds: int = 300
+    score_history_days: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    name: str
+    type: str
+    window_days: int | None = None
+    events: tuple[str, ...] | None = None  # usage event names; None = every usage event
+    kinds: tuple[str, ...] | None = None  # days_since over event kinds
+    measure: str | None = None  # per_user numerator
+    per: str | None = None  # per_user denominator (a measure)
+    percent: bool = False  # per_user: x100
+    of: str | None = None  # pct_change base measure
+    expected_features: tuple[str, ...] | None = None
+    expected_count_attribute: str | None = None
+    attribute: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One test of an account filter: ``attribute`` ``op`` ``arg``.
+
+    ops: eq, ne, in, not_in, gt, gte, lt, lte, exists (arg bool), has (attribute holds a
+    measure name: true when that measure has a value).
+    """
+    attribute: str
+    op: str
+    arg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    conditions: tuple[Condition, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Scoring:
+    type: str  # linear | steps | max
+    worst: float | None = None
+    best: float | None = None
+    steps: tuple[tuple[float, float], ...] = ()  # (min, points), strictly descending min
+    otherwise: float = 0.0  # steps: points below the last threshold
+    max: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    name: str
+    measure: str
+    scoring: Scoring
+    weight: float = 1.0
+    missing: str = "exclude"
+    bands: tuple[float, float] | None = None  # (average, good) minimums on the component score
+    restrict_to: AccountFilter | None = None
+    section: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    name: str
+    colour: str
+    min: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreConfig:
+    """What a segment (or the default) scores: components with weights, and section weights.
+
+    ``entries`` are (component name, weight, section) sorted by name, so that the
+    order of components in the file never changes a result.
+    """
+    name: str
+    entries: tuple[tuple[str, float, str | None], ...]
+    section_weights: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    name: str
+    priority: float
+    filter: AccountFilter
+    config: ScoreConfig
+
+
+@dataclass(frozen=True, slots=True)
+class BandChangeRule:
+    margin_points: float = 3.0
+    cooldown_seconds: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrendRule:
+    days: int = 14
+    drop_points: float | None = 15.0
+    drop_percent: float | None = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentThreshold:
+    component: str
+    below: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRules:
+    band_change: BandChangeRule | None = BandChangeRule()
+    trend: TrendRule | None = None
+    component_thresholds: tuple[ComponentThreshold, ...] = ()
+    cooldown_seconds: float = 86400.0  # trend and component alerts
+
+
+DEFAULT_BANDS = (
+    Band("Healthy", "green", 70.0),
+    Band("At Risk", "orange", 40.0),
+    Band("Needs Attention", "red", 0.0),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthModel:
+    version: str
+    name: str
+    state: StateConfig
+    measures: dict[str, Measure]
+    components: dict[str, Component]
+    sections: dict[str, float]
+    bands: tuple[Band, ...]  # sorted by min, descending
+    default: ScoreConfig
+    segments: tuple[Segment, ...]  # sorted by priority, descending
+    alerts: AlertRules
+    fingerprint: str  # sha256 of the canonical model document (first 16 hex digits)
+    source: str = "<string>"
+
+    def band_of(self, score: float | None) -> str | None:
+        return band_of(self.bands, score)
+
+
+def band_of(bands: tuple[Band, ...], score: float | None) -> str | None:
+    """The band whose minimum the score reaches; a score equal to a minimum is in that band."""
+    if score is None:
+        return None
+    for band in bands:
+        if score >= band.min:
+            return band.name
+    return bands[-1].name

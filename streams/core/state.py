@@ -1,0 +1,315 @@
+"""Per-account state: compact rolling windows, exact de-duplication, order independence.
+
+One :class:`AccountState` per account is stored as ONE value in a table, serialised with
+orjson (``to_dict`` gives plain JSON types with string keys). Layout (short keys keep
+it under 4 KB after months of activity):
+
+- ``d0``: first retained day (day = floor(epoch / 86400), UTC); every daily series is a
+  dense list whose index 0 is day ``d0``; retention slides ``d0`` and drops the head.
+- ``wm``: event-time watermark (max ``occurred_at`` applied);
+  ``fp``: hour (counted from the start of day ``d0``) -> the 8-character fingerprints of the event ids applied in that hour,
+  concatenated; kept only while the hour may still receive events (not wholly older
+  than ``wm - allowed_lateness``).
+- ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
+- ``us`` / ``ft``: fingerprint of the user id / feature -> last day seen.
+- ``tk``: ticket id -> [opened (min), first_response (min), resolved (max), last activity,
+  last action rank, last time flagged sla_breached]; times in whole minutes since the
+  start of day ``d0`` (rebased when ``d0`` slides), or null.
+- ``sv``: day -> [csat sum (thousandths of the 1..5 scale), csat answers, promoters,
+  passives, detractors].
+- ``at``: attribute -> [value, occurred_at, fingerprint]: last writer wins by
+  (occurred_at, fingerprint of event_id), so arrival order does not matter.
+- ``pub``: the last evaluated score (for change detection, explanations and incremental
+  rescoring); ``al``: alert state (see :mod:`streams.core.alerts`).
+
+Every aggregate is a sum, a max, or a min over events, so any arrival order and any number
+of duplicate deliveries within the allowed lateness give the same state-derived measures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
+
+from .days import DAY, FINGERPRINT_CHARS, HOUR, MINUTES_PER_DAY, csat_milli, day_of, fingerprint, hour_of, minute_of, nps_class, to_centi
+from .model import StateConfig
+
+# Ticket actions ordered to break ties between actions at the same second.
+TICKET_RANK = {"opened": 0, "first_response": 1, "reopened": 2, "resolved": 3, "closed": 4}
+OPEN_RANKS = (0, 1, 2)
+T_OPENED, T_FIRST, T_RESOLVED, T_LAST, T_RANK, T_BREACH = range(6)
+
+APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE = "applied", "duplicate", "late", "expired", "future"
+OUTCOMES = (APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE)
+
+
+def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
+    """The time rules shared by the stream and the batch twin: 'future' beyond the allowed
+    clock skew, 'expired' before the retained days (account attribute upserts never expire)."""
+    if occurred_at > now + cfg.max_future_skew_seconds:
+        return FUTURE
+    if kind != "account" and occurred_at < retention_start * DAY:
+        return EXPIRED
+    return None
+
+
+def _add(series: dict[str, list], key: str, i: int, x: int) -> None:
+    arr = series.get(key)
+    if arr is None:
+        arr = series[key] = []
+    n = len(arr)
+    if i >= n:
+        arr.extend([0] * (i - n + 1))
+    arr[i] += x
+
+
+@dataclass(slots=True)
+class AccountState:
+    d0: int = 0
+    wm: float | None = None
+    fp: dict[str, str] = field(default_factory=dict)
+    uc: dict[str, list[int]] = field(default_factory=dict)
+    uv: dict[str, list[int]] = field(default_factory=dict)
+    us: dict[str, int] = field(default_factory=dict)
+    ft: dict[str, int] = field(default_factory=dict)
+    tk: dict[str, list] = field(default_factory=dict)
+    sv: dict[str, list[int]] = field(default_factory=dict)
+    at: dict[str, list] = field(default_factory=dict)
+    pub: dict | None = None
+    al: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"d0": self.d0}
+        if self.wm is not None:
+            d["wm"] = self.wm
+        for key in ("fp", "uc", "uv", "us", "ft", "tk", "sv", "at", "al"):
+            v = getattr(self, key)
+            if v:
+                d[key] = v
+        if self.pub is not None:
+            d["pub"] = self.pub
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AccountState":
+        return cls(d0=d.get("d0", 0), wm=d.get("wm"), fp=d.get("fp", {}), uc=d.get("uc", {}),
+                   uv=d.get("uv", {}), us=d.get("us", {}), ft=d.get("ft", {}),
+                   tk=d.get("tk", {}), sv=d.get("sv", {}), at=d.get("at", {}), pub=d.get("pub"),
+                   al=d.get("al", {}))
+
+    @classmethod
+    def new(cls, now: float, cfg: StateConfig) -> "AccountState":
+        return cls(d0=day_of(now) - cfg.retention_days + 1)
+
+    # ------------------------------------------------------------- retention
+    def advance(self, today: int, cfg: StateConfig) -> bool:
+        """Slide the retained days so the first one is ``today - retention + 1``; drop what
+        fell out. Returns True when something moved. The clock never moves ``d0`` back."""
+        new_d0 = today - cfg.retention_days + 1
+        shift = new_d0 - self.d0
+        if shift <= 0:
+            return False
+        for series in (self.uc, self.uv):
+            for name in list(series):
+                arr = series[name][shift:]
+                if any(arr):
+                    series[name] = arr
+                else:
+                    del series[name]
+        for m in (self.us, self.ft):
+            for k in [k for k, d in m.items() if d < new_d0]:
+                del m[k]
+        for k in [k for k in self.sv if int(k) < new_d0]:
+            del self.sv[k]
+        dm = shift * MINUTES_PER_DAY
+        for tid in list(self.tk):
+            t = self.tk[tid]
+            t[T_LAST] -= dm
+            if t[T_LAST] < 0:
+                del self.tk[tid]
+                continue
+            for i in (T_OPENED, T_FIRST, T_RESOLVED, T_BREACH):
+                if t[i] is not None:
+                    t[i] = t[i] - dm if t[i] >= dm else None
+        if self.fp:
+            dh = shift * 24
+            # hours before the new d0 can only receive expired events: forget them
+            self.fp = {str(int(h) - dh): v for h, v in self.fp.items() if int(h) >= dh}
+        self.d0 = new_d0
+        return True
+
+    def prune_fingerprints(self, cfg: StateConfig) -> None:
+        """Drop the fingerprints of hours wholly before ``wm - allowed_lateness``: any event
+        of those hours is now rejected as late, so de-duplication stays exact."""
+        if self.wm is None or not self.fp:
+            return
+        cutoff = self.wm - cfg.allowed_lateness_seconds - self.d0 * DAY
+        for h in [h for h in self.fp if (int(h) + 1) * HOUR <= cutoff]:
+            del self.fp[h]
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, event, now: float, cfg: StateConfig) -> str:
+        """Fold one event in; returns its outcome (applied, duplicate, late, expired, future)."""
+        ts = event.occurred_at
+        kind = event.kind
+        reason = classify_time(ts, kind, now, self.d0, cfg)
+        if reason is not None:
+            return reason
+        wm = self.wm
+        if wm is not None and ts < wm - cfg.allowed_lateness_seconds:
+            return LATE
+        fpr = fingerprint(event.event_id)
+        hkey = str(hour_of(ts) - self.d0 * 24)
+        seen = self.fp.get(hkey)
+        if seen is None:
+            self.fp[hkey] = fpr
+        else:
+            i = seen.find(fpr)
+            while i >= 0:
+                if i % FINGERPRINT_CHARS == 0:
+                    return DUPLICATE
+                i = seen.find(fpr, i + 1)
+            self.fp[hkey] = seen + fpr
+        if wm is None or ts > wm:
+            self.wm = ts
+        day = day_of(ts)
+        if kind == "usage":
+            self._usage(event, day - self.d0, day)
+        elif kind == "ticket":
+            self._ticket(event)
+        elif kind == "survey":
+            self._survey(event, day)
+        elif kind == "account":
+            self._account(event, fpr)
+        return APPLIED
+
+    def _usage(self, e: UsageEvent, i: int, day: int) -> None:
+        _add(self.uc, e.name, i, 1)
+        if e.value is not None:
+            _add(self.uv, e.name, i, to_centi(e.value))
+        if e.user_id is not None:
+            u = fingerprint(e.user_id)
+            if self.us.get(u, -1) < day:
+                self.us[u] = day
+        if e.feature is not None and self.ft.get(e.feature, -1) < day:
+            self.ft[e.feature] = day
+
+    def _ticket(self, e: TicketEvent) -> None:
+        ts = minute_of(e.occurred_at) - self.d0 * MINUTES_PER_DAY
+        rank = TICKET_RANK.get(e.action)
+        if rank is None:
+            return
+        t = self.tk.get(e.ticket_id)
+        if t is None:
+            t = self.tk[e.ticket_id] = [None, None, None, ts, rank, None]
+        elif (ts, rank) > (t[T_LAST], t[T_RANK]):
+            t[T_LAST], t[T_RANK] = ts, rank
+        if rank == 0:
+            if t[T_OPENED] is None or ts < t[T_OPENED]:
+                t[T_OPENED] = ts
+        elif rank == 1:
+            if t[T_FIRST] is None or ts < t[T_FIRST]:
+                t[T_FIRST] = ts
+        elif rank == 3:
+            if t[T_RESOLVED] is None or ts > t[T_RESOLVED]:
+                t[T_RESOLVED] = ts
+        if e.sla_breached and (t[T_BREACH] is None or ts > t[T_BREACH]):
+            t[T_BREACH] = ts
+
+    def _survey(self, e: SurveyEvent, day: int) -> None:
+        key = str(day)
+        b = self.sv.get(key)
+        if b is None:
+            b = self.sv[key] = [0, 0, 0, 0, 0]
+        bottom, top = e.scale_range
+        if e.survey == "csat":
+            b[0] += csat_milli(e.score, bottom, top)
+            b[1] += 1
+        elif e.survey == "nps":
+            b[2 + nps_class(e.score, bottom, top)] += 1
+
+    def _account(self, e: AccountEvent, fpr: str) -> None:
+        ts = e.occurred_at
+        for k, v in e.attributes.items():
+            cur = self.at.get(k)
+            if cur is None or (ts, fpr) > (cur[1], cur[2]):
+                self.at[k] = [v, ts, fpr]
+
+    # ------------------------------------------------- measure primitives
+    # (the MeasureSource protocol of streams.core.measures; callers advance() first)
+    def count(self, names, lo: int, hi: int | None = None) -> int:
+        a = max(lo - self.d0, 0)
+        b = None if hi is None else max(hi - self.d0, 0)
+        series = self.uc
+        if names is None:
+            return sum(sum(arr[a:b]) for arr in series.values())
+        return sum(sum(series[n][a:b]) for n in names if n in series)
+
+    def value(self, names, lo: int, hi: int | None = None) -> tuple[int, int]:
+        a = max(lo - self.d0, 0)
+        b = None if hi is None else max(hi - self.d0, 0)
+        keys = self.uc.keys() if names is None else [n for n in names if n in self.uc]
+        return (sum(sum(self.uv.get(n, ())[a:b]) for n in keys), sum(sum(self.uc[n][a:b]) for n in keys))
+
+    def users(self, lo: int) -> int:
+        return sum(1 for d in self.us.values() if d >= lo)
+
+    def features(self, lo: int) -> set[str]:
+        return {f for f, d in self.ft.items() if d >= lo}
+
+    def last_usage_day(self, names) -> int | None:
+        keys = self.uc.keys() if names is None else [n for n in names if n in self.uc]
+        days = [self.d0 + len(self.uc[n]) - 1 for n in keys if self.uc[n]]
+        return max(days) if days else None
+
+    def last_kind_day(self, kind: str) -> int | None:
+        if kind == "usage":
+            return self.last_usage_day(None)
+        if kind == "ticket":
+            return self.d0 + max(t[T_LAST] for t in self.tk.values()) // MINUTES_PER_DAY if self.tk else None
+        if kind == "survey":
+            return max(int(k) for k in self.sv) if self.sv else None
+        return None
+
+    def open_tickets(self) -> int:
+        return sum(1 for t in self.tk.values() if t[T_RANK] in OPEN_RANKS)
+
+    def ticket_durations(self, lo: int, end_field: int) -> tuple[int, int]:
+        """(sum of minutes from opened to first response / resolution, tickets) for the
+        tickets whose response / resolution happened on day >= lo."""
+        lo_ts = (lo - self.d0) * MINUTES_PER_DAY
+        total = n = 0
+        for t in self.tk.values():
+            end, start = t[end_field], t[T_OPENED]
+            if end is not None and start is not None and end >= lo_ts:
+                total += max(end - start, 0)
+                n += 1
+        return total, n
+
+    def sla(self, lo: int) -> tuple[int, int]:
+        lo_ts = (lo - self.d0) * MINUTES_PER_DAY
+        opened = breached = 0
+        for t in self.tk.values():
+            if t[T_OPENED] is not None and t[T_OPENED] >= lo_ts:
+                opened += 1
+                if t[T_BREACH] is not None:
+                    breached += 1
+        return opened, breached
+
+    def surveys(self, lo: int) -> list[int]:
+        """[csat sum (thousandths), csat answers, promoters, passives, detractors] since day lo."""
+        out = [0, 0, 0, 0, 0]
+        for k, b in self.sv.items():
+            if int(k) >= lo:
+                for i in range(5):
+                    out[i] += b[i]
+        return out
+
+    def attributes(self) -> dict[str, Any]:
+        return {k: v[0] for k, v in self.at.items() if v[0] is not None}
+
+    def has_data(self, lo: int) -> bool:
+        """Any usage, ticket or survey in the retained days, or any attribute set."""
+        return bool(self.uc or self.tk or self.sv or any(v[0] is not None for v in self.at.values()))

@@ -1,0 +1,134 @@
+from streams.core import AlertState, evaluate_alerts, load_model, DEFAULT_MODEL_PATH
+from streams.core.alerts import DEGRADED, RECOVERED, TREND, COMPONENT
+from streams.core.model import DEFAULT_BANDS, AlertRules, BandChangeRule, ComponentThreshold, TrendRule
+from streams.core.scoring import AccountScore, ComponentScore
+from streams.core.days import DAY
+
+from .helpers import T0
+
+BANDS = DEFAULT_BANDS
+
+
+def score(s, usage=None, support=None, acc="a1"):
+    comps = {}
+    if usage is not None:
+        comps["usage"] = ComponentScore(usage, usage, None, 0.5, usage * 0.5)
+    if support is not None:
+        comps["support"] = ComponentScore(support, support, None, 0.5, support * 0.5)
+    band = "Healthy" if s >= 70 else "At Risk" if s >= 40 else "Needs Attention"
+    return AccountScore(acc, s, band, "default", 1.0, comps, "v1", "fp1")
+
+
+def run(scores, rules, start=T0, step=60.0, state=None):
+    st = state or AlertState()
+    old = None
+    out = []
+    for i, s in enumerate(scores):
+        new = s if isinstance(s, AccountScore) else score(s)
+        st, alerts = evaluate_alerts(st, old, new, start + i * step, rules, BANDS)
+        out.extend(alerts)
+        old = new
+    return st, out
+
+
+def test_hysteresis_oscillation_raises_one_alert():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=0))
+    st, alerts = run([72, 69, 71, 68, 70, 67.5, 69.9, 67], rules)
+    assert alerts == []  # never below 67
+    st, alerts = run([72, 69, 71, 66.9, 70, 68, 72.9, 66, 71], rules)
+    assert [(a.type, a.band_before, a.band_after) for a in alerts] == [(DEGRADED, "Healthy", "At Risk")]
+    st, alerts = run([72, 66, 73], rules)
+    assert [a.type for a in alerts] == [DEGRADED, RECOVERED]
+    assert st.band == "Healthy"
+
+
+def test_large_drop_goes_straight_to_the_lowest_band():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=0))
+    _, alerts = run([80, 20], rules)
+    assert [(a.band_before, a.band_after, a.score_before, a.score_after) for a in alerts] == \
+        [("Healthy", "Needs Attention", 80, 20)]
+
+
+def test_cooldown_delays_but_does_not_lose_a_transition():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=0, cooldown_seconds=3600))
+    st, alerts = run([80, 60, 80, 60], rules, step=100)
+    # degraded, recovered (another type), then the second degradation is inside the cooldown
+    assert [a.type for a in alerts] == [DEGRADED, RECOVERED]
+    assert st.band == "Healthy"  # the band state did not move while suppressed
+    st2, later = evaluate_alerts(st, score(60), score(60), T0 + 100 + 3600, rules, BANDS)
+    assert [a.type for a in later] == [DEGRADED] and st2.band == "At Risk"
+
+
+def test_trend_decline_raised_once_and_rearmed():
+    rules = AlertRules(band_change=None, trend=TrendRule(days=14, drop_points=15, drop_percent=None),
+                       cooldown_seconds=0)
+    st = AlertState()
+    alerts = []
+    day_scores = [(0, 80), (5, 78), (14, 64), (14, 62), (15, 60), (16, 61)]
+    for d, s in day_scores:
+        st, a = evaluate_alerts(st, None, score(s), T0 + d * DAY + 100, rules, BANDS)
+        alerts.extend(a)
+    assert [a.type for a in alerts] == [TREND]
+    assert alerts[0].detail["reference_score"] == 80 and alerts[0].score_after == 64
+    # the condition clears (score recovers against its reference), then a new decline alerts again
+    for d, s in [(19, 77), (33, 60)]:
+        st, a = evaluate_alerts(st, None, score(s), T0 + d * DAY, rules, BANDS)
+        alerts.extend(a)
+    assert [a.type for a in alerts] == [TREND, TREND]
+
+
+def test_trend_percent_rule():
+    rules = AlertRules(band_change=None, trend=TrendRule(days=7, drop_points=None, drop_percent=20))
+    st, _ = evaluate_alerts(AlertState(), None, score(50), T0, rules, BANDS)
+    st, a = evaluate_alerts(st, None, score(41), T0 + 7 * DAY, rules, BANDS)
+    assert a == []  # -18 %
+    st, a = evaluate_alerts(st, None, score(40), T0 + 7 * DAY + 60, rules, BANDS)
+    assert [x.type for x in a] == [TREND]  # -20 %
+
+
+def test_component_threshold_crossing():
+    rules = AlertRules(band_change=None, component_thresholds=(ComponentThreshold("support", 40),),
+                       cooldown_seconds=0)
+    scores = [score(70, 80, 60), score(65, 80, 30), score(64, 80, 20), score(70, 80, 50), score(60, 80, 10)]
+    _, alerts = run(scores, rules)
+    assert [a.type for a in alerts] == [COMPONENT, COMPONENT]
+    assert alerts[0].detail["component"] == "support"
+
+
+def test_explanation_names_the_components_that_moved():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=0, cooldown_seconds=0))
+    _, alerts = run([score(75, 90, 60), score(50, 85, 15)], rules)
+    (a,) = alerts
+    assert [c.component for c in a.explanation] == ["support", "usage"]
+    sup = a.explanation[0]
+    assert (sup.score_before, sup.score_after, sup.contribution_before, sup.contribution_after) == (60, 15, 30, 7.5)
+    assert sup.change == -22.5
+
+
+def test_alert_ids_are_deterministic():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=0))
+    _, a1 = run([80, 50, 80, 30], rules)
+    _, a2 = run([80, 50, 80, 30], rules)
+    assert [a.id for a in a1] == [a.id for a in a2] and len({a.id for a in a1}) == 3
+    assert [a.to_dict() for a in a1] == [a.to_dict() for a in a2]
+    _, a3 = run([score(80, acc="b"), score(50, acc="b")], rules)
+    assert a3[0].id != a1[0].id
+
+
+def test_engine_alerts_end_to_end():
+    from streams.core import apply_events
+    from .helpers import attr_model, attrs
+    model = attr_model(
+        {"csm_rating": {"scoring": {"type": "max", "max": 10}},
+         "uptime": {"attribute": "uptime_pct", "scoring": {"type": "steps", "thresholds": [
+             {"min": 99.9, "points": 100}, {"min": 99, "points": 70}, {"min": 95, "points": 40}]}}},
+        alerts={"band_change": {"margin_points": 3, "cooldown_seconds": 3600},
+                "component_thresholds": [{"component": "uptime", "below": 50}]})
+    up = apply_events(None, "a1", [attrs("a1", T0, id="x1", csm_rating=10, uptime_pct=99.95)], model, T0 + 60)
+    assert up.score.score == 100.0 and up.alerts == ()
+    up = apply_events(up.state, "a1", [attrs("a1", T0 + 120, id="x2", csm_rating=2, uptime_pct=96.0)], model, T0 + 180)
+    types = sorted(a.type for a in up.alerts)
+    assert types == [DEGRADED, COMPONENT]
+    deg = next(a for a in up.alerts if a.type == DEGRADED)
+    assert deg.event_ids == ("x2",) and deg.time == T0 + 120
+    assert {c.component for c in deg.explanation} == {"csm_rating", "uptime"}

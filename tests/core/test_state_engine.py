@@ -1,0 +1,142 @@
+import random
+
+import orjson
+
+from streams.core import (AccountState, apply_events, current_score, dependent_components, last_score,
+                          load_model, needs_reevaluation, reevaluate, score_all, DEFAULT_MODEL_PATH)
+from streams.core.days import DAY, HOUR
+from streams.core.simulate import account_events
+
+from .helpers import T0, attrs, roundtrip, survey, ticket, usage
+
+MODEL = load_model(DEFAULT_MODEL_PATH)
+NOW = T0 + 30 * DAY
+
+
+def test_outcomes_duplicate_late_expired_future():
+    e1 = usage("a1", NOW - HOUR, id="x1")
+    events = [e1, e1, usage("a1", NOW - 3 * DAY, id="late"), usage("a1", NOW - 80 * DAY, id="old"),
+              usage("a1", NOW + 600, id="future"), usage("a1", NOW + 200, id="skew-ok")]
+    up = apply_events(None, "a1", events, MODEL, NOW)
+    assert up.outcomes == {"applied": 2, "duplicate": 1, "late": 1, "expired": 1, "future": 1}
+    assert sorted((e.event_id, r) for e, r in up.rejected) == [("future", "future"), ("late", "late"), ("old", "expired")]
+    # the duplicate is still recognised after a round trip through the table
+    up2 = apply_events(roundtrip(up.state), "a1", [e1], MODEL, NOW + 60)
+    assert up2.outcomes["duplicate"] == 1 and up2.score is None
+
+
+def test_state_round_trips_through_orjson_with_string_keys():
+    events = [usage("a1", T0 + i * HOUR, feature="api", value=3.5) for i in range(30)]
+    events += [ticket("a1", T0 + 2 * HOUR, "T1", "opened"), survey("a1", T0 + 3 * HOUR, "csat", 4),
+               attrs("a1", T0, seats=10, plan="business")]
+    st = apply_events(None, "a1", events, MODEL, T0 + 2 * DAY).state
+    raw = orjson.dumps(st.to_dict())
+    back = AccountState.from_dict(orjson.loads(raw))
+    assert back == st and orjson.dumps(back.to_dict()) == raw
+
+    def keys_are_strings(x):
+        if isinstance(x, dict):
+            return all(isinstance(k, str) and keys_are_strings(v) for k, v in x.items())
+        if isinstance(x, list):
+            return all(keys_are_strings(v) for v in x)
+        return True
+    assert keys_are_strings(orjson.loads(raw))
+
+
+def test_attributes_last_writer_wins_regardless_of_order():
+    a = attrs("a1", T0 + 10, id="p1", plan="starter")
+    b = attrs("a1", T0 + 20, id="p2", plan="enterprise", seats=None)
+    for order in ([a, b], [b, a]):
+        st = apply_events(None, "a1", order, MODEL, T0 + DAY).state
+        assert st.attributes() == {"plan": "enterprise"}
+
+
+def test_ticket_status_is_order_independent():
+    evs = [ticket("a1", T0 + 100, "T1", "opened"), ticket("a1", T0 + 200, "T1", "first_response", breached=True),
+           ticket("a1", T0 + 900, "T1", "resolved"), ticket("a1", T0 + 2000, "T1", "reopened"),
+           ticket("a1", T0 + 300, "T2", "opened")]
+    results = set()
+    for seed in range(6):
+        order = evs[:]
+        random.Random(seed).shuffle(order)
+        st = apply_events(None, "a1", order, MODEL, T0 + DAY).state
+        results.add((st.open_tickets(), st.sla(T0 // DAY)))
+    assert results == {(2, (2, 1))}
+
+
+def test_incremental_rescoring_equals_full_and_publishes_only_changes():
+    rng = random.Random(3)
+    events = sorted(account_events("a1", T0, 20, rng), key=lambda e: e.occurred_at)
+    now = T0 + 20 * DAY
+    up = apply_events(None, "a1", events, MODEL, now)
+    st = up.state
+    assert up.score is not None and up.evaluated
+    extra = [usage("a1", now - 60, "login", "u1"), ticket("a1", now - 30, "T99", "opened"),
+             survey("a1", now - 20, "csat", 2)]
+    for e in extra:
+        assert dependent_components(MODEL, e)
+        up = apply_events(roundtrip(st), "a1", [e], MODEL, now)
+        st = up.state
+        assert last_score(st, "a1", MODEL) == current_score(st, "a1", MODEL, now)
+    # an attribute the model does not look at changes nothing: no new score record
+    up = apply_events(roundtrip(st), "a1", [attrs("a1", now - 10, region="emea")], MODEL, now)
+    assert up.evaluated and up.score is None
+
+
+def test_dependent_components():
+    deps = dependent_components(MODEL, usage("a1", T0, "login"))
+    assert {"logins_per_user", "login_recency", "usage_trend"} <= deps and "csat" not in deps
+    assert dependent_components(MODEL, survey("a1", T0, "csat", 5)) == {"csat", "nps", "engagement_recency"}
+    assert "open_tickets" in dependent_components(MODEL, ticket("a1", T0, "T", "opened"))
+    assert dependent_components(MODEL, attrs("a1", T0, plan="x")) == set(MODEL.components)
+
+
+def test_timer_reevaluation_quiet_account_loses_usage_health():
+    events = [attrs("a1", T0, seats=5, csm_rating=8)]
+    events += [usage("a1", T0 + d * DAY + u * 60, "login", f"u{u}") for d in range(10) for u in range(5)]
+    now = T0 + 10 * DAY
+    up = apply_events(None, "a1", events, MODEL, now)
+    st, first = up.state, up.score.score
+    assert not needs_reevaluation(st, MODEL, now)
+    later = now + 25 * DAY
+    assert needs_reevaluation(st, MODEL, later)
+    up = reevaluate(st, "a1", MODEL, later)
+    assert up.score is not None and up.score.score < first
+    assert up.score == score_all(events, MODEL, later)["a1"]
+    assert not needs_reevaluation(up.state, MODEL, later)
+    assert reevaluate(up.state, "a1", MODEL, later + 60).score is None  # unchanged: nothing to publish
+
+
+def test_model_rollout_republishes_with_new_version():
+    events = [attrs("a1", T0, csm_rating=8)]
+    st = apply_events(None, "a1", events, MODEL, T0 + HOUR).state
+    import copy, yaml
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc2 = copy.deepcopy(doc)
+    doc2["version"] = "2025.2"
+    from streams.core import parse_model
+    m2 = parse_model(doc2)
+    assert needs_reevaluation(st, m2, T0 + HOUR)
+    up = reevaluate(st, "a1", m2, T0 + HOUR)
+    assert up.score.model_version == "2025.2"
+
+
+def test_state_size_under_4kb_after_90_days():
+    sizes = []
+    for seed in range(4):
+        rng = random.Random(seed)
+        acc = f"account-{seed:05d}"
+        events = [e for e in account_events(acc, T0, 90, rng) if e.occurred_at < T0 + 90 * DAY]
+        events.sort(key=lambda e: e.occurred_at)
+        st = None
+        i = 0
+        while i < len(events):  # hourly batches, as a worker would see them
+            now = events[i].occurred_at + HOUR
+            j = i
+            while j < len(events) and events[j].occurred_at <= now:
+                j += 1
+            st = roundtrip(apply_events(st, acc, events[i:j], MODEL, now).state)
+            i = j
+        sizes.append(len(orjson.dumps(st.to_dict())))
+        assert current_score(st, acc, MODEL, now) == score_all(events, MODEL, now)[acc]
+    assert max(sizes) < 4096, sizes
