@@ -1,29 +1,29 @@
 """The Faust application, built by a factory so tests and tools make their own."""
 from __future__ import annotations
 
-import faust
-
+from streams.batching import HealthApp
+from streams.clock import Clock, clock_from
+from streams.metrics import HealthMetrics
 from streams.settings import Settings
 
 
-def create_app(settings: Settings | None = None) -> faust.App:
+def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | None = None,
+               clock: Clock | None = None) -> HealthApp:
     settings = settings or Settings.from_env()
-    app = faust.App(
+    app = HealthApp(
         settings.app_id,
         broker=settings.broker,
         store=settings.store,
         topic_partitions=settings.partitions,
-        # raw bytes end to end: orjson decodes in the core's hot path, Faust's codecs would decode twice
+        # raw bytes end to end: the core decodes with orjson once; Faust's codecs would decode twice
         key_serializer="raw",
         value_serializer="raw",
         web_port=settings.web_port,
-        web_host="127.0.0.1",
-        producer_linger_ms=5,
-        # opentracing absent: keep Faust from waiting on it (see faust-streaming 0.15.3 pin)
+        web_host=settings.web_host,
+        producer_linger_ms=1,
         consumer_auto_offset_reset="earliest",
     )
-    app.health_settings = settings  # read by agents, web views and the CLI
-    from streams import pipeline  # registers topics, agents and timers on this app
+    from streams import pipeline
 
-    pipeline.register(app, settings)
+    app.health = pipeline.register(app, settings, metrics or HealthMetrics(), clock or clock_from(settings.clock_file))
     return app

@@ -22,8 +22,9 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     from streams.app import create_app
 
     app = create_app()
-    argv = ["health worker", "--loglevel", loglevel, "--loop", loop, "worker"]
-    argv += ["--web-port", str(web_port)] if web_port else []
+    settings = app.health.settings
+    argv = ["health worker", "--loglevel", loglevel, "--loop", loop, "worker",
+            "--web-bind", settings.web_host, "--web-port", str(web_port or settings.web_port)]
     argv += [] if web else ["--without-web"]
     sys.argv = argv  # faust's own CLI parses sys.argv; it overrides web settings with its flags
     app.main()

@@ -1,35 +1,241 @@
-"""Topics and agents of the worker. Agents stay thin: decode, hand to the core, send what it returns."""
+"""Topics, the account table, the batch handler, timers, the read model sink and the web views.
+
+The hot path is one coroutine per fetched batch (see streams.batching): the processor turns the
+batch into table writes and outputs; this module writes the table, waits until the changelog
+has it, publishes the outputs, and only then lets the offsets be acked.
+"""
 from __future__ import annotations
 
-import faust
-import orjson
-import redis.asyncio as aioredis
+import asyncio
+import logging
+import math
 
-from schemas.events import InvalidEvent, decode_event
+import faust
+from faust.web import Request, Response, View
+
+from streams.batching import HealthApp, RecordBatch, in_partition
+from streams.clock import Clock
+from streams.core.model_loader import ModelError, load_model, parse_model
+from streams.metrics import HealthMetrics
+from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
+from streams.readmodel import ReadModel
+from streams.readmodel_sink import ReadModelSink
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def register(app: faust.App, settings: Settings) -> None:
-    topics = settings.topics
-    kinds = topics.inputs()
-    # internal=True: the worker declares its topics with the configured partitions (co-partitioning)
-    inputs = app.topic(*kinds, key_type=bytes, value_type=bytes, partitions=settings.partitions, internal=True)
-    deadletter = app.topic(topics.deadletter, key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                           internal=True)
-    redis = aioredis.from_url(settings.redis_url)
-    prefix = settings.redis_prefix
 
-    @app.agent(inputs, name="events")
-    async def events(stream):
-        async for message_event in stream.events():
-            message = message_event.message
-            try:
-                event = decode_event(message_event.value, kinds.get(message.topic))
-            except InvalidEvent as err:
-                await deadletter.send(key=message_event.key, value=orjson.dumps({
-                    "topic": message.topic, "partition": message.partition, "offset": message.offset,
-                    "reason": str(err), "raw": message_event.value.decode("utf-8", "replace"),
-                }))
-                continue
-            await redis.hset(f"{prefix}:seen:{event.account_id}",
-                             mapping={"event_id": event.event_id, "occurred_at": event.occurred_at})
+class Pipeline:
+    """Everything one worker runs; built by `register` on a fresh app."""
+
+    def __init__(self, app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: Clock):
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        topics = settings.topics
+        n = settings.partitions
+        self.kinds = topics.inputs()
+        self.model = load_model(settings.model_path)
+        self.model_mtime = _mtime(settings.model_path)
+        self.processor = HealthProcessor(self.model, OutputTopics(topics.scores, topics.alerts, topics.deadletter),
+                                         self.kinds, n, settings.max_event_bytes)
+        # internal=True: the worker declares every topic with the configured partitions (co-partitioning)
+        self.inputs = app.topic(*self.kinds, key_type=bytes, value_type=bytes, partitions=n, internal=True)
+        self.outputs = [app.topic(t, key_type=bytes, value_type=bytes, partitions=n, internal=True)
+                        for t in (topics.scores, topics.alerts, topics.deadletter)]
+        # one partition: every worker reads all of it, and the newest model message wins
+        self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True)
+        self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
+        self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
+        self.anchor_topic = topics.usage  # the source topic table writes are attributed to
+        self.read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+        self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
+                                  self.read_model, on_applied=metrics.on_read_model_applied,
+                                  on_error=metrics.on_read_model_error)
+        self.stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ hot path
+    async def on_batch(self, batches: list[RecordBatch]) -> None:
+        started = self.clock.monotonic()
+        async with self.lock:
+            now = self.clock.now()
+            result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
+                                            self._load, now)
+            await self.commit(result)
+        self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.now())
+
+    def _load(self, account_id: str) -> bytes | None:
+        return self.table.get(account_id.encode())
+
+    async def commit(self, result: BatchResult) -> None:
+        """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
+        pending = []
+        for account_id, (partition, value) in result.writes.items():
+            key = account_id.encode()
+            with in_partition(self.anchor_topic, partition):
+                self.table.data[key] = value
+                pending.append(self.table.send_changelog(partition, key, value))
+        if pending:
+            await asyncio.gather(*pending)
+        producer = self.app.producer
+        sends = []
+        for out in (*result.outputs, *result.dead_letters, *result.reroutes):
+            sends.append(await producer.send(out.topic, out.key, out.value, out.partition, None, None))
+        if sends:
+            await asyncio.gather(*sends)
+
+    # ------------------------------------------------------------------ time and model
+    async def reevaluate_owned(self, cause: str) -> int:
+        """Rescore the accounts of this worker's partitions whose windows slid or whose model changed."""
+        started = self.clock.monotonic()
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+        if not owned:
+            return 0
+        # a whole minute: a retried timer run after a crash computes the same outputs
+        now = math.floor(self.clock.now() / 60) * 60
+        n = self.settings.partitions
+        rescored = 0
+        keys = list(self.table.data.keys())
+        for start in range(0, len(keys), 1000):
+            async with self.lock:
+                result = BatchResult()
+                for key in keys[start:start + 1000]:
+                    account_id = key.decode()
+                    partition = partition_for(account_id, n)
+                    if partition not in owned:
+                        continue
+                    stored = self.table.data.get(key)
+                    if stored is not None and self.processor.due(stored, now):
+                        self.processor.reevaluate(account_id, partition, stored, now, cause, result)
+                        rescored += 1
+                await self.commit(result)
+            self.metrics.on_batch(result, 0.0, self.clock.now())
+            await asyncio.sleep(0)
+        self.metrics.on_rescore(cause, rescored, self.clock.monotonic() - started)
+        return rescored
+
+    async def check_model_file(self) -> None:
+        mtime = _mtime(self.settings.model_path)
+        if mtime == self.model_mtime:
+            return
+        self.model_mtime = mtime
+        try:
+            model = load_model(self.settings.model_path)
+        except (ModelError, OSError) as err:
+            self.metrics.model_errors.inc()
+            log.error("model file refused, keeping version %s: %s", self.model.version, err)
+            return
+        await self.roll_out(model)
+
+    async def roll_out(self, model) -> None:
+        if model.fingerprint == self.model.fingerprint:
+            return
+        log.info("rolling out health model %s (was %s)", model.version, self.model.version)
+        self.model = self.processor.model = model
+        self.metrics.model_info.info({"version": model.version, "fingerprint": model.fingerprint})
+        await self.reevaluate_owned("model")
+
+    async def follow_control_topic(self) -> None:
+        """Every worker reads the whole control topic (no group): the newest model message wins."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.settings.topics.control, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            while not self.stopping.is_set():
+                batch = await consumer.getmany(tp, timeout_ms=500)
+                for record in batch.get(tp, ()):
+                    await self._on_control(record.value)
+        finally:
+            await consumer.stop()
+
+    async def _on_control(self, value: bytes) -> None:
+        import orjson
+        import yaml
+
+        try:
+            message = orjson.loads(value)
+            if message.get("type") != "model":
+                return
+            model = parse_model(yaml.safe_load(message["yaml"]), source=f"{self.settings.topics.control} message")
+        except (ModelError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+            self.metrics.model_errors.inc()
+            log.error("model on the control topic refused, keeping version %s: %s", self.model.version, err)
+            return
+        await self.roll_out(model)
+
+
+def _mtime(path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: Clock) -> Pipeline:
+    pipeline = Pipeline(app, settings, metrics, clock)
+    app.topics.add(pipeline.inputs)  # subscribed without an agent: the batch handler consumes it
+    app.declared_topics = (pipeline.inputs, *pipeline.outputs, pipeline.control)
+    app.batch_topics = frozenset(pipeline.kinds)
+    app.batch_handler = pipeline.on_batch
+    metrics.model_info.info({"version": pipeline.model.version, "fingerprint": pipeline.model.fingerprint})
+
+    @app.timer(interval=settings.reevaluate_seconds, on_leader=False)
+    async def reevaluate_accounts() -> None:
+        await pipeline.reevaluate_owned("timer")
+
+    @app.timer(interval=5.0)
+    async def watch_model_file() -> None:
+        await pipeline.check_model_file()
+
+    @app.task
+    async def read_model_sink() -> None:
+        await pipeline.sink.run(pipeline.stopping)
+
+    @app.task
+    async def control_topic() -> None:
+        await pipeline.follow_control_topic()
+
+    @app.on_before_shutdown.connect
+    async def stop(app, **kwargs) -> None:
+        pipeline.stopping.set()
+
+    _register_views(app, pipeline)
+    return pipeline
+
+
+def _register_views(app: HealthApp, pipeline: Pipeline) -> None:
+    read_model = pipeline.read_model
+
+    @app.page("/health/live")
+    async def live(web, request: Request) -> Response:
+        return web.json({"status": "live"})
+
+    @app.page("/health/ready")
+    async def ready(web, request: Request) -> Response:
+        ok = not app.rebalancing and app.consumer is not None and bool(app.assignor.assigned_actives())
+        return web.json({"status": "ready" if ok else "not ready", "redis": pipeline.sink.redis_ok,
+                         "model_version": pipeline.model.version}, status=200 if ok else 503)
+
+    @app.page("/accounts/{account_id}")
+    async def account(web, request: Request, account_id: str) -> Response:
+        record = await read_model.account(account_id)
+        if record is None:
+            return web.json({"error": f"no score for account {account_id!r}"}, status=404)
+        return web.json(record)
+
+    @app.page("/bands")
+    async def bands(web, request: Request) -> Response:
+        names = [b.name for b in pipeline.model.bands]
+        return web.json({"model_version": pipeline.model.version, "bands": await read_model.band_counts(names)})
+
+    @app.page("/metrics")
+    async def metrics(web, request: Request) -> Response:
+        body, _ = pipeline.metrics.exposition()
+        # aiohttp refuses a charset inside content_type; Prometheus' text format is UTF-8 anyway
+        return web.bytes(body, content_type="text/plain; version=0.0.4")

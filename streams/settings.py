@@ -58,6 +58,10 @@ class Settings:
     partitions: int = 12
     model_path: Path = DEFAULT_MODEL
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
+    max_event_bytes: int = 65536
+    reevaluate_seconds: int = 60
+    clock_file: Path | None = None
     topics: Topics = field(default_factory=lambda: Topics.from_env("health."))
 
     @classmethod
@@ -71,6 +75,10 @@ class Settings:
             partitions=_env_int("HEALTH_PARTITIONS", cls.partitions),
             model_path=Path(_env("HEALTH_MODEL", str(DEFAULT_MODEL))),
             web_port=_env_int("HEALTH_WEB_PORT", cls.web_port),
+            web_host=_env("HEALTH_WEB_HOST", cls.web_host),
+            max_event_bytes=_env_int("HEALTH_MAX_EVENT_BYTES", cls.max_event_bytes),
+            reevaluate_seconds=_env_int("HEALTH_REEVALUATE_SECONDS", cls.reevaluate_seconds),
+            clock_file=Path(os.environ["HEALTH_CLOCK_FILE"]) if os.environ.get("HEALTH_CLOCK_FILE") else None,
             topics=Topics.from_env(_env("HEALTH_TOPIC_PREFIX", "health.")),
         )
 

@@ -1,0 +1,155 @@
+"""Hands whole fetched record batches to one coroutine, past Faust's per-event path.
+
+Faust delivers every record through a channel queue and a stream iteration: about three
+event-loop iterations per event, which caps a worker at a few thousand events per second
+whatever the work per event. Here the consumer's fetch loop gives each `getmany` result for
+the registered topics to one batch handler, which processes it as a unit and then acks the
+offsets. Everything else stays Faust's: the consumer group and rebalancing, flow control,
+offset commits (only acked offsets commit, after the producer buffer is flushed), table
+changelogs and their recovery. Other topics (tables' changelogs, agents) take the usual path.
+
+The module leans on faust-streaming 0.15.3 internals (`Consumer._drain_messages`, `_acked`,
+`_acked_index`, `_read_offset`); the version is pinned in pyproject.toml.
+"""
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Iterator
+
+import faust
+from faust.streams import _current_event
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """The records of one topic partition from one fetch, in offset order (aiokafka ConsumerRecords)."""
+
+    tp: TP
+    records: list[Any]
+
+
+BatchHandler = Callable[[list[RecordBatch]], Awaitable[None]]
+
+
+class _PartitionEvent:
+    """What Faust's tables and stores read of the current event: its topic and partition."""
+
+    __slots__ = ("message", "__weakref__")
+
+    class _Message:
+        __slots__ = ("topic", "partition")
+
+        def __init__(self, topic: str, partition: int):
+            self.topic, self.partition = topic, partition
+
+    def __init__(self, topic: str, partition: int):
+        self.message = self._Message(topic, partition)
+
+
+@contextmanager
+def in_partition(topic: str, partition: int) -> Iterator[None]:
+    """Make table writes inside the block go to `partition` (Faust takes it from the current event)."""
+    event = _PartitionEvent(topic, partition)
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer whose fetch loop hands registered topics' records over in batches."""
+
+    def ack_batch(self, batch: RecordBatch) -> None:
+        """Mark every offset of the batch processed, as Consumer.ack does one message at a time."""
+        tp = batch.tp
+        committed = self._committed_offset[tp]
+        acked_index = self._acked_index[tp]
+        acked = self._acked[tp]
+        n = 0
+        for record in batch.records:
+            offset = record.offset
+            if (committed is None or offset >= committed) and offset not in acked_index:
+                acked_index.add(offset)
+                acked.append(offset)
+                n += 1
+        self._n_acked += n
+
+    async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercised through the broker tests
+        handler: BatchHandler | None = getattr(self.app, "batch_handler", None)
+        batch_topics: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
+        if handler is None or not batch_topics:
+            return await super()._drain_messages(fetcher)
+        callback = self.callback
+        to_message = self._to_message
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self.perform_seek()
+                    continue
+                batches: list[RecordBatch] = []
+                for tp, tp_records in records.items():
+                    if active is not None and tp not in active and tp not in self._buffered_partitions:
+                        continue
+                    fresh = []
+                    read = get_read_offset(tp)
+                    for record in tp_records:
+                        offset = record.offset
+                        if read is not None and offset < read:
+                            continue  # already read before a seek
+                        if read is not None and offset - read > 1 and acks_enabled_for(tp.topic):
+                            await self._add_gap(tp, read + 1, offset)  # skipped offsets must not block commits
+                        read = offset
+                        fresh.append(record)
+                    if not fresh:
+                        continue
+                    if tp.topic in batch_topics:
+                        batches.append(RecordBatch(tp, fresh))
+                    else:
+                        for record in fresh:
+                            await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
+                    set_read_offset(tp, read)
+                if batches:
+                    await handler(batches)
+                    for batch in batches:
+                        self.ack_batch(batch)
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+
+class BatchingTransport(faust_aiokafka.Transport):
+    Consumer = BatchingConsumer
+
+
+class HealthApp(faust.App):
+    """A Faust app whose consumer hands `batch_topics` to `batch_handler` a fetched batch at a time."""
+
+    batch_handler: BatchHandler | None = None
+    batch_topics: frozenset[str] = frozenset()
+    declared_topics: tuple = ()  # created (if absent) before the consumer subscribes
+
+    async def on_first_start(self) -> None:
+        await super().on_first_start()
+        for topic in self.declared_topics:
+            await topic.maybe_declare()
+
+    def _new_transport(self):
+        return BatchingTransport(self.conf.broker_consumer, self)

@@ -1,0 +1,35 @@
+"""The worker's processing clock, injected: real time, or a time read from a file.
+
+The file clock lets tests and the demo move time forward (days pass, windows slide, an account
+that went quiet decays) without waiting; event time always comes from the events themselves.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+class Clock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class FileClock(Clock):
+    """now() is the epoch seconds written in `path` (real time while the file is absent or empty)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def now(self) -> float:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return time.time()
+        return float(text) if text else time.time()
+
+
+def clock_from(path: Path | None) -> Clock:
+    return FileClock(path) if path else Clock()

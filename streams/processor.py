@@ -1,0 +1,244 @@
+"""From fetched input records to table writes and output records, without Faust or Kafka.
+
+One call per fetched batch: decode every record (bad ones become dead letters), group the
+events by account, fold each account's events into its state with one call to the core, and
+say what to write (one table value per account) and what to publish (score updates, alerts,
+dead letters, records to re-route to their account's partition). The agent around it only
+moves bytes.
+
+The table value is an envelope around the core's account state: the per-account score
+sequence number and the outbox, the outputs of the last write. Outputs are published only
+after the state that produced them is durably in the changelog; if the worker dies between
+the two, the replayed events are duplicates of that state, and a batch with duplicates
+re-publishes the outbox: every output is published at least once, always with the same
+content and id.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from schemas import outputs
+from schemas.events import InvalidEvent, decode_event
+from streams.core.alerts import explain
+from streams.core.engine import AccountUpdate, apply_events, last_score, needs_reevaluation, reevaluate
+from streams.core.model import HealthModel
+from streams.core.state import AccountState
+
+MAX_EVENT_IDS = 5  # per score update (alerts carry up to 20); kept in the table value
+MAX_CHANGES = 5  # components in a score update's explanation
+
+
+def partition_for(account_id: str, partitions: int) -> int:
+    """Kafka's default (murmur2) partitioner: where producers keyed by account_id put an account."""
+    return (murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+@dataclass(slots=True)
+class Output:
+    topic: str
+    partition: int
+    key: bytes
+    value: bytes
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch asks the worker to do, in this order: write, then publish."""
+
+    writes: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # account -> (partition, envelope)
+    outputs: list[Output] = field(default_factory=list)  # scores and alerts, after the writes are durable
+    dead_letters: list[Output] = field(default_factory=list)
+    reroutes: list[Output] = field(default_factory=list)
+    outcomes: Counter = field(default_factory=Counter)  # (kind, outcome) -> events
+    score_causes: Counter = field(default_factory=Counter)  # cause -> score updates
+    alerts: Counter = field(default_factory=Counter)  # alert type -> count
+    source_timestamps_ms: list[int] = field(default_factory=list)  # of the records behind each score update
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    scores: str
+    alerts: str
+    deadletter: str
+
+
+class HealthProcessor:
+    def __init__(self, model: HealthModel, topics: OutputTopics, input_kinds: dict[str, str], partitions: int,
+                 max_event_bytes: int = 65536):
+        self.model = model
+        self.topics = topics
+        self.input_kinds = input_kinds  # input topic -> event kind
+        self.partitions = partitions
+        self.max_event_bytes = max_event_bytes
+
+    # ------------------------------------------------------------------ events
+    def process(self, batches: Iterable[tuple[str, int, list[Any]]], load: Callable[[str], bytes | None],
+                now: float) -> BatchResult:
+        """batches: (topic, partition, aiokafka records); load: account -> stored envelope or None."""
+        result = BatchResult()
+        by_account: dict[str, tuple[int, list, int]] = {}
+        for topic, partition, records in batches:
+            kind = self.input_kinds[topic]
+            for record in records:
+                try:
+                    event = decode_event(record.value, kind, max_bytes=self.max_event_bytes)
+                except InvalidEvent as err:
+                    result.outcomes[(kind, "dead_lettered")] += 1
+                    result.dead_letters.append(self._dead_letter(topic, partition, record, str(err), err.field, now))
+                    continue
+                home = partition_for(event.account_id, self.partitions)
+                if home != partition:  # keyed by something else: send it to its account's partition
+                    result.outcomes[(kind, "rerouted")] += 1
+                    result.reroutes.append(Output(topic, home, event.account_id.encode(), record.value))
+                    continue
+                entry = by_account.get(event.account_id)
+                if entry is None:
+                    by_account[event.account_id] = (partition, [(event, record)], record.timestamp)
+                else:
+                    entry[1].append((event, record))
+                    if record.timestamp > entry[2]:
+                        by_account[event.account_id] = (partition, entry[1], record.timestamp)
+        for account_id, (partition, items, newest_ts) in by_account.items():
+            envelope = _load(load(account_id))
+            previous = _previous_score(envelope, account_id, self.model)  # before the core updates the state
+            events = [e for e, _ in items]
+            update = apply_events(envelope.state, account_id, events, self.model, now)
+            for event, outcome in zip(events, update.event_outcomes):
+                result.outcomes[(event.kind, outcome)] += 1
+            if update.outcomes.get("duplicate"):
+                self._republish(envelope, account_id, partition, result)  # a replay: the outbox may be unsent
+            for event, reason in update.rejected:
+                if reason == "future":
+                    record = next(r for e, r in items if e is event)
+                    result.dead_letters.append(self._dead_letter(
+                        self._topic_of(event.kind), partition, record,
+                        f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
+                        f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
+            self._settle(envelope, previous, update, account_id, partition, "events", now, newest_ts, result)
+        return result
+
+    # ------------------------------------------------------------------ timer / rollout
+    def due(self, stored: bytes | None, now: float) -> bool:
+        envelope = _load(stored)
+        return needs_reevaluation(envelope.state, self.model, now)
+
+    def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
+                   result: BatchResult) -> None:
+        envelope = _load(stored)
+        if envelope.state is None:
+            return
+        previous = _previous_score(envelope, account_id, self.model)
+        update = reevaluate(envelope.state, account_id, self.model, now)
+        self._settle(envelope, previous, update, account_id, partition, cause, now, None, result)
+
+    # ------------------------------------------------------------------ helpers
+    def _settle(self, envelope: "Envelope", previous, update: AccountUpdate, account_id: str, partition: int,
+                cause: str, now: float, newest_ts: int | None, result: BatchResult) -> None:
+        """Turn a core update into the envelope to write and the outputs to publish after it."""
+        if not update.state_changed and update.score is None and not update.alerts:
+            return
+        envelope.state = update.state
+        envelope.published = False
+        if update.score is not None:
+            envelope.seq += 1
+            envelope.previous = envelope.current
+            envelope.current = [update.score.score, update.score.band]
+            changes = explain(previous, update.score)[:MAX_CHANGES]
+            envelope.meta = {
+                "t": int(now * 1000), "c": cause, "e": update.latest_event_time, "x": newest_ts,
+                "i": list(update.applied_ids[-MAX_EVENT_IDS:]),
+                "ch": [[c.component, c.score_before, c.score_after, c.contribution_before, c.contribution_after]
+                       for c in changes],
+            }
+            envelope.published = True
+            result.score_causes[cause] += 1
+            if newest_ts is not None:
+                result.source_timestamps_ms.append(newest_ts)
+        envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
+        for alert in update.alerts:
+            result.alerts[alert.type] += 1
+        result.writes[account_id] = (partition, envelope.dump())
+        self._publish_outbox(envelope, account_id, partition, result)
+
+    def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult) -> None:
+        """The outputs of the envelope's last write: its score update (if it changed the score) and alerts."""
+        key = account_id.encode()
+        if envelope.published:
+            record = score_record(envelope, account_id, self.model)
+            result.outputs.append(Output(self.topics.scores, partition, key, orjson.dumps(record)))
+        for alert in envelope.alerts:
+            result.outputs.append(Output(self.topics.alerts, partition, key, orjson.dumps(alert)))
+
+    def _republish(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult) -> None:
+        if envelope.state is not None:
+            self._publish_outbox(envelope, account_id, partition, result)
+
+    def _topic_of(self, kind: str) -> str:
+        return next(t for t, k in self.input_kinds.items() if k == kind)
+
+    def _dead_letter(self, topic: str, partition: int, record, reason: str, field_path: str | None,
+                     now: float) -> Output:
+        letter = outputs.dead_letter(topic=topic, partition=partition, offset=record.offset, key=record.key,
+                                     raw=record.value or b"", reason=reason, field=field_path, at=now)
+        return Output(self.topics.deadletter, partition, record.key or b"", orjson.dumps(letter))
+
+
+def score_record(envelope: "Envelope", account_id: str, model: HealthModel) -> dict:
+    """The score update of the envelope's last published score, rebuilt from the stored state,
+    so a re-publication after a crash has exactly the content of the first."""
+    score = last_score(envelope.state, account_id, model)
+    meta = envelope.meta
+    previous = envelope.previous
+    return outputs.score_update(
+        account_id=account_id, seq=envelope.seq, score=score.to_dict(),
+        previous={"score": previous[0], "band": previous[1]} if previous else None,
+        changes=[{"component": n, "score_before": sb, "score_after": sa, "contribution_before": cb,
+                  "contribution_after": ca, "change": round(ca - cb, 4)} for n, sb, sa, cb, ca in meta["ch"]],
+        cause=meta["c"], computed_at=meta["t"] / 1000.0, event_time=meta["e"], source_timestamp_ms=meta["x"],
+        event_ids=meta["i"])
+
+
+class Envelope:
+    """The table value: the core's state, the score sequence number, the last two published
+    scores and what the last write published (for re-publication after a crash)."""
+
+    __slots__ = ("state", "seq", "current", "previous", "meta", "published", "alerts")
+
+    def __init__(self, state: AccountState | None, seq: int = 0, current: list | None = None,
+                 previous: list | None = None, meta: dict | None = None, published: bool = False,
+                 alerts: list | None = None):
+        self.state, self.seq, self.current, self.previous = state, seq, current, previous
+        self.meta, self.published, self.alerts = meta, published, alerts or []
+
+    def dump(self) -> bytes:
+        d = {"s": self.state.to_dict() if self.state is not None else None, "q": self.seq}
+        if self.current is not None:
+            d["p"] = [self.current, self.previous]
+            d["m"] = self.meta
+        if self.published:
+            d["u"] = 1
+        if self.alerts:
+            d["a"] = self.alerts
+        return orjson.dumps(d)
+
+
+def _load(stored: bytes | None) -> Envelope:
+    if not stored:
+        return Envelope(None)
+    d = orjson.loads(stored)
+    state = AccountState.from_dict(d["s"]) if d.get("s") is not None else None
+    current, previous = d.get("p") or (None, None)
+    return Envelope(state, d.get("q", 0), current, previous, d.get("m"), bool(d.get("u")), d.get("a"))
+
+
+def decode_state(stored: bytes | None) -> AccountState | None:
+    return _load(stored).state
+
+
+def _previous_score(envelope: Envelope, account_id: str, model: HealthModel):
+    return last_score(envelope.state, account_id, model) if envelope.state is not None else None

@@ -1,0 +1,122 @@
+"""The worker's batch logic without a broker: decode, route, fold, envelope, outputs, replay."""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+
+import orjson
+import pytest
+
+from schemas.events import encode_event
+from streams.core import load_model, score_all
+from streams.core.days import DAY
+from streams.core.simulate import account_events
+from streams.processor import HealthProcessor, OutputTopics, decode_state, partition_for
+from streams.settings import DEFAULT_MODEL
+
+N = 4
+KINDS = {"in.usage": "usage", "in.tickets": "ticket", "in.surveys": "survey", "in.accounts": "account"}
+TOPIC_OF = {kind: topic for topic, kind in KINDS.items()}
+NOW = 20060 * DAY + 3600.0
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(DEFAULT_MODEL)
+
+
+def processor(model) -> HealthProcessor:
+    return HealthProcessor(model, OutputTopics("out.scores", "out.alerts", "out.dead"), KINDS, N)
+
+
+def records_for(events, offset=0):
+    """Records as the consumer fetches them: per (topic, home partition), in order."""
+    grouped: dict = {}
+    for i, event in enumerate(events):
+        tp = (TOPIC_OF[event.kind], partition_for(event.account_id, N))
+        grouped.setdefault(tp, []).append(SimpleNamespace(
+            key=event.account_id.encode(), value=encode_event(event), offset=offset + i, timestamp=1_000 + i))
+    return [(topic, partition, recs) for (topic, partition), recs in grouped.items()]
+
+
+def run(proc, table, batches):
+    result = proc.process(batches, lambda a: table.get(a), NOW)
+    for account, (_, value) in result.writes.items():
+        table[account] = value
+    return result
+
+
+def simulated(n_accounts=12, days=40, seed=7):
+    rng = random.Random(seed)
+    events = []
+    for i in range(n_accounts):
+        events += account_events(f"acct-{i}", NOW - days * DAY, days, rng, usage_per_day=8, users=4)
+    return [e for e in events if e.occurred_at <= NOW]
+
+
+def last_records(outputs, topic):
+    latest = {}
+    for out in outputs:
+        if out.topic == topic:
+            record = orjson.loads(out.value)
+            if record["seq"] > latest.get(record["account_id"], {"seq": -1})["seq"]:
+                latest[record["account_id"]] = record
+    return latest
+
+
+def test_stream_of_batches_ends_equal_to_the_batch_twin(model):
+    events = simulated()
+    proc, table, published = processor(model), {}, []
+    rng = random.Random(3)
+    shuffled = sorted(events, key=lambda e: e.occurred_at + rng.uniform(0, 3600))  # within the lateness
+    # small batches: the processor takes a batch topic by topic, and the cross-topic skew inside
+    # one batch must stay within the allowed lateness for the twin's equality to hold
+    for start in range(0, len(shuffled), 40):
+        published += run(proc, table, records_for(shuffled[start:start + 40], start)).outputs
+    twin = score_all(events, model, NOW)
+    final = last_records(published, "out.scores")
+    assert set(final) == {a for a, s in twin.items() if s.score is not None}
+    for account, record in final.items():
+        assert record["score"] == twin[account].score and record["band"] == twin[account].band
+        assert record["components"] == twin[account].to_dict()["components"]
+
+
+def test_replayed_batch_republishes_the_same_outputs_and_counts_nothing_twice(model):
+    events = simulated(n_accounts=3, days=20)
+    proc, table = processor(model), {}
+    first = run(proc, table, records_for(events))
+    states = {a: decode_state(v).to_dict() for a, v in table.items()}
+    replay = run(proc, table, records_for(events))  # the worker died after the writes, before the acks
+    assert sorted(o.value for o in replay.outputs) == sorted(o.value for o in first.outputs)
+    assert {a: decode_state(v).to_dict() for a, v in table.items()} == states
+    assert sum(n for (kind, outcome), n in replay.outcomes.items() if outcome == "applied") == 0
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(model):
+    proc = processor(model)
+    good = {"event_id": "g1", "account_id": "acme", "occurred_at": "2024-12-01T10:00:00Z", "name": "login"}
+    home = partition_for("acme", N)
+    raw = [b"\xff\xfenot json", orjson.dumps({**good, "account_id": 42}), orjson.dumps({**good, "kind": "webinar"}),
+           orjson.dumps({**good, "occurred_at": "2099-01-01T00:00:00Z"}), b"{" + b" " * 70000 + b"}",
+           orjson.dumps(good)]
+    records = [SimpleNamespace(key=b"acme", value=v, offset=i, timestamp=0) for i, v in enumerate(raw)]
+    result = proc.process([("in.usage", home, records)], lambda a: None, 20058 * DAY + 12 * 3600)
+    letters = [orjson.loads(o.value) for o in result.dead_letters]
+    reasons = {letter["offset"]: letter["reason"] for letter in letters}
+    assert set(reasons) == {0, 1, 2, 3, 4}
+    assert "JSON" in reasons[0] and reasons[1].startswith("account_id") and reasons[2].startswith("kind")
+    assert reasons[3].startswith("occurred_at") and "ahead" in reasons[3]
+    assert "65536" in reasons[4] or "bytes" in reasons[4]
+    assert letters[0]["raw_encoding"] == "latin-1" and letters[1]["topic"] == "in.usage"
+    assert result.outcomes[("usage", "applied")] == 1 and "acme" in result.writes
+
+
+def test_an_event_on_the_wrong_partition_is_rerouted_to_its_accounts_partition(model):
+    proc = processor(model)
+    event = {"event_id": "r1", "account_id": "acme", "occurred_at": "2024-12-01T10:00:00Z", "name": "login"}
+    wrong = (partition_for("acme", N) + 1) % N
+    result = proc.process([("in.usage", wrong, [SimpleNamespace(key=b"other", value=orjson.dumps(event),
+                                                                 offset=0, timestamp=0)])], lambda a: None, NOW)
+    assert not result.writes and len(result.reroutes) == 1
+    assert (result.reroutes[0].topic, result.reroutes[0].partition, result.reroutes[0].key) == \
+           ("in.usage", partition_for("acme", N), b"acme")
