@@ -106,12 +106,13 @@ class HealthProcessor:
         for account_id, (partition, items, newest_ts) in by_account.items():
             envelope = _load(load(account_id))
             previous = _previous_score(envelope, account_id, self.model)  # before the core updates the state
+            stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
             events = [e for e, _ in items]
             update = apply_events(envelope.state, account_id, events, self.model, now)
             for event, outcome in zip(events, update.event_outcomes):
                 result.outcomes[(event.kind, outcome)] += 1
-            if update.outcomes.get("duplicate"):
-                self._republish(envelope, account_id, partition, result)  # a replay: the outbox may be unsent
+            if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
+                self._publish_outbox(envelope, account_id, partition, result, stored_pub)
             for event, reason in update.rejected:
                 if reason == "future":
                     record = next(r for e, r in items if e is event)
@@ -165,18 +166,16 @@ class HealthProcessor:
         result.writes[account_id] = (partition, envelope.dump())
         self._publish_outbox(envelope, account_id, partition, result)
 
-    def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult) -> None:
-        """The outputs of the envelope's last write: its score update (if it changed the score) and alerts."""
+    def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult,
+                        pub: dict | None = None) -> None:
+        """The outputs of the envelope's last write: its score update (if it changed the score) and alerts.
+        `pub`: the stored score, when the state has been folded further since that write."""
         key = account_id.encode()
         if envelope.published:
-            record = score_record(envelope, account_id, self.model)
+            record = score_record(envelope, account_id, self.model, pub)
             result.outputs.append(Output(self.topics.scores, partition, key, orjson.dumps(record)))
         for alert in envelope.alerts:
             result.outputs.append(Output(self.topics.alerts, partition, key, orjson.dumps(alert)))
-
-    def _republish(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult) -> None:
-        if envelope.state is not None:
-            self._publish_outbox(envelope, account_id, partition, result)
 
     def _topic_of(self, kind: str) -> str:
         return next(t for t, k in self.input_kinds.items() if k == kind)
@@ -188,10 +187,17 @@ class HealthProcessor:
         return Output(self.topics.deadletter, partition, record.key or b"", orjson.dumps(letter))
 
 
-def score_record(envelope: "Envelope", account_id: str, model: HealthModel) -> dict:
+class _Published:
+    __slots__ = ("pub",)
+
+    def __init__(self, pub: dict):
+        self.pub = pub
+
+
+def score_record(envelope: "Envelope", account_id: str, model: HealthModel, pub: dict | None = None) -> dict:
     """The score update of the envelope's last published score, rebuilt from the stored state,
     so a re-publication after a crash has exactly the content of the first."""
-    score = last_score(envelope.state, account_id, model)
+    score = last_score(_Published(pub) if pub is not None else envelope.state, account_id, model)
     meta = envelope.meta
     previous = envelope.previous
     return outputs.score_update(

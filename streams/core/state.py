@@ -6,10 +6,14 @@ it under 4 KB after months of activity):
 
 - ``d0``: first retained day (day = floor(epoch / 86400), UTC); every daily series is a
   dense list whose index 0 is day ``d0``; retention slides ``d0`` and drops the head.
-- ``wm``: event-time watermark (max ``occurred_at`` applied);
-  ``fp``: hour (counted from the start of day ``d0``) -> the 8-character fingerprints of the event ids applied in that hour,
-  concatenated; kept only while the hour may still receive events (not wholly older
-  than ``wm - allowed_lateness``).
+- ``wm``: event kind -> event-time watermark (max ``occurred_at`` applied). Lateness is
+  judged per kind because each kind arrives on its own topic: Kafka orders a partition, not
+  topics against each other, so a worker catching up can read days of usage before the
+  tickets of the same days, and that must not make the tickets late.
+  ``fp``: kind initial + hour (counted from the start of day ``d0``) -> the 8-character
+  fingerprints of the event ids of that kind applied in that hour, concatenated; kept only
+  while the hour may still receive events (not wholly older than the kind's
+  ``wm - allowed_lateness``).
 - ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
 - ``us`` / ``ft``: fingerprint of the user id / feature -> last day seen.
 - ``tk``: ticket id -> [opened (min), first_response (min), resolved (max), last activity,
@@ -67,7 +71,7 @@ def _add(series: dict[str, list], key: str, i: int, x: int) -> None:
 @dataclass(slots=True)
 class AccountState:
     d0: int = 0
-    wm: float | None = None
+    wm: dict[str, float] = field(default_factory=dict)
     fp: dict[str, str] = field(default_factory=dict)
     uc: dict[str, list[int]] = field(default_factory=dict)
     uv: dict[str, list[int]] = field(default_factory=dict)
@@ -82,7 +86,7 @@ class AccountState:
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"d0": self.d0}
-        if self.wm is not None:
+        if self.wm:
             d["wm"] = self.wm
         for key in ("fp", "uc", "uv", "us", "ft", "tk", "sv", "at", "al"):
             v = getattr(self, key)
@@ -94,7 +98,7 @@ class AccountState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AccountState":
-        return cls(d0=d.get("d0", 0), wm=d.get("wm"), fp=d.get("fp", {}), uc=d.get("uc", {}),
+        return cls(d0=d.get("d0", 0), wm=d.get("wm", {}), fp=d.get("fp", {}), uc=d.get("uc", {}),
                    uv=d.get("uv", {}), us=d.get("us", {}), ft=d.get("ft", {}),
                    tk=d.get("tk", {}), sv=d.get("sv", {}), at=d.get("at", {}), pub=d.get("pub"),
                    al=d.get("al", {}))
@@ -136,17 +140,18 @@ class AccountState:
         if self.fp:
             dh = shift * 24
             # hours before the new d0 can only receive expired events: forget them
-            self.fp = {str(int(h) - dh): v for h, v in self.fp.items() if int(h) >= dh}
+            self.fp = {h[0] + str(int(h[1:]) - dh): v for h, v in self.fp.items() if int(h[1:]) >= dh}
         self.d0 = new_d0
         return True
 
     def prune_fingerprints(self, cfg: StateConfig) -> None:
         """Drop the fingerprints of hours wholly before ``wm - allowed_lateness``: any event
         of those hours is now rejected as late, so de-duplication stays exact."""
-        if self.wm is None or not self.fp:
+        if not self.wm or not self.fp:
             return
-        cutoff = self.wm - cfg.allowed_lateness_seconds - self.d0 * DAY
-        for h in [h for h in self.fp if (int(h) + 1) * HOUR <= cutoff]:
+        base = cfg.allowed_lateness_seconds + self.d0 * DAY
+        cutoffs = {kind[0]: wm - base for kind, wm in self.wm.items()}
+        for h in [h for h in self.fp if (int(h[1:]) + 1) * HOUR <= cutoffs.get(h[0], float("-inf"))]:
             del self.fp[h]
 
     # ------------------------------------------------------------------ apply
@@ -157,11 +162,11 @@ class AccountState:
         reason = classify_time(ts, kind, now, self.d0, cfg)
         if reason is not None:
             return reason
-        wm = self.wm
+        wm = self.wm.get(kind)
         if wm is not None and ts < wm - cfg.allowed_lateness_seconds:
             return LATE
         fpr = fingerprint(event.event_id)
-        hkey = str(hour_of(ts) - self.d0 * 24)
+        hkey = kind[0] + str(hour_of(ts) - self.d0 * 24)
         seen = self.fp.get(hkey)
         if seen is None:
             self.fp[hkey] = fpr
@@ -173,7 +178,7 @@ class AccountState:
                 i = seen.find(fpr, i + 1)
             self.fp[hkey] = seen + fpr
         if wm is None or ts > wm:
-            self.wm = ts
+            self.wm[kind] = ts
         day = day_of(ts)
         if kind == "usage":
             self._usage(event, day - self.d0, day)
