@@ -145,11 +145,14 @@ class HealthApp(faust.App):
     batch_handler: BatchHandler | None = None
     batch_topics: frozenset[str] = frozenset()
     declared_topics: tuple = ()  # created (if absent) before the consumer subscribes
+    startup_checks: tuple = ()  # coroutines run after that; one that raises stops the worker
 
     async def on_first_start(self) -> None:
         await super().on_first_start()
         for topic in self.declared_topics:
             await topic.maybe_declare()
+        for check in self.startup_checks:
+            await check()
 
     def _new_transport(self):
         return BatchingTransport(self.conf.broker_consumer, self)

@@ -136,6 +136,27 @@ class Pipeline:
         self.metrics.model_info.info({"version": model.version, "fingerprint": model.fingerprint})
         await self.reevaluate_owned("model")
 
+    async def check_copartitioning(self) -> None:
+        """Refuse to start when an account-data topic has another partition count than the table:
+        an account's events would then be read by one worker and its state kept by another."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+        await admin.start()
+        try:
+            names = [*self.kinds, self.settings.topics.scores, self.settings.topics.alerts]
+            described = await admin.describe_topics(names)
+        finally:
+            await admin.close()
+        wrong = {t["topic"]: len(t["partitions"]) for t in described
+                 if len(t["partitions"]) != self.settings.partitions}
+        if wrong:
+            message = (f"topics {wrong} do not have HEALTH_PARTITIONS={self.settings.partitions} partitions: every "
+                       f"topic keyed by account_id must have the table's partition count (co-partitioning); "
+                       f"set HEALTH_PARTITIONS to match, or recreate the topics")
+            log.critical(message)
+            raise SystemExit(message)
+
     async def follow_control_topic(self) -> None:
         """Every worker reads the whole control topic (no group): the newest model message wins."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -181,6 +202,7 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     pipeline = Pipeline(app, settings, metrics, clock)
     app.topics.add(pipeline.inputs)  # subscribed without an agent: the batch handler consumes it
     app.declared_topics = (pipeline.inputs, *pipeline.outputs, pipeline.control)
+    app.startup_checks = (pipeline.check_copartitioning,)
     app.batch_topics = frozenset(pipeline.kinds)
     app.batch_handler = pipeline.on_batch
     metrics.model_info.info({"version": pipeline.model.version, "fingerprint": pipeline.model.fingerprint})

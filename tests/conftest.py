@@ -1,13 +1,16 @@
 """Fixtures: the real local stack (used if running, else started and stopped again) and unique names."""
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 
 import pytest
 import redis
 
-from tests.harness import STACK, Stack, unique_name
+from tests.harness import STACK, Stack, create_topics, unique_name
+
+PARTITIONS = 4  # per test topic: enough to exercise partitioning, cheap to create and recover
 
 
 @pytest.fixture(scope="session")
@@ -40,12 +43,17 @@ def redis_client(stack: Stack):
 
 @pytest.fixture
 def worker_env(stack: Stack, unique: str) -> dict[str, str]:
-    """Environment for a worker isolated by unique names: its own group, topics and Redis keys."""
+    """Environment for a worker isolated by unique names: its own group, topics and Redis keys.
+    Its topics are created first, as an operator would: a test consumer that subscribes to a topic
+    before the worker declared it would otherwise have the broker create it with its default size."""
+    keyed = ("usage", "tickets", "surveys", "accounts", "scores", "alerts", "deadletter")
+    asyncio.run(create_topics(stack.bootstrap, [f"{unique}.{t}" for t in keyed], PARTITIONS))
+    asyncio.run(create_topics(stack.bootstrap, [f"{unique}.control"], 1))
     return {
         "HEALTH_APP_ID": unique,
         "HEALTH_KAFKA_BROKER": stack.broker_url,
         "HEALTH_REDIS_URL": stack.redis_url,
         "HEALTH_TOPIC_PREFIX": f"{unique}.",
         "HEALTH_REDIS_PREFIX": unique,
-        "HEALTH_PARTITIONS": "4",
+        "HEALTH_PARTITIONS": str(PARTITIONS),
     }
