@@ -1,14 +1,19 @@
-"""The `health` command line."""
+"""The `health` command line: run a worker, feed events, look at scores, check and roll out models."""
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
+from pathlib import Path
 
 import click
+
+from streams.settings import Settings
 
 
 @click.group()
 def cli() -> None:
-    """Real-time customer health engine."""
+    """Real-time customer health engine. Settings come from HEALTH_* environment variables (see README)."""
 
 
 @cli.command()
@@ -18,7 +23,7 @@ def cli() -> None:
 @click.option("--web/--without-web", default=True, help="Serve the read API, health checks and /metrics.")
 @click.option("--web-port", type=int, default=None, help="Overrides HEALTH_WEB_PORT.")
 def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
-    """Run a worker; settings come from the HEALTH_* environment variables (see README)."""
+    """Run a worker."""
     from streams.app import create_app
 
     app = create_app()
@@ -28,6 +33,194 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     argv += [] if web else ["--without-web"]
     sys.argv = argv  # faust's own CLI parses sys.argv; it overrides web settings with its flags
     app.main()
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--kind", type=click.Choice(["usage", "ticket", "survey", "account"]),
+              help="Kind of every event, for files whose records carry no `kind` field.")
+@click.option("--rate", type=float, default=None, help="At most this many events per second.")
+def produce(path: Path, kind: str | None, rate: float | None) -> None:
+    """Publish events from a JSONL or CSV file; bad lines are reported with their line number and skipped."""
+    from schemas.events import InvalidEvent
+    from streams.event_files import read_events
+    from streams.publisher import publish
+
+    bad = 0
+
+    def valid():
+        nonlocal bad
+        for line, item in read_events(path, kind):
+            if isinstance(item, InvalidEvent):
+                bad += 1
+                click.echo(f"{path}:{line}: {item}", err=True)
+            else:
+                yield item
+
+    with click.progressbar(length=0, label="publishing", show_pos=True) as bar:
+        def progress(sent: int) -> None:
+            bar.update(sent - bar.pos)
+
+        report = asyncio.run(publish(valid(), Settings.from_env(), rate=rate, progress=progress, progress_every=1000))
+    click.echo(f"published {report.total} events ({_counts(report.counts)}) in {report.elapsed:.1f}s; "
+               f"{bad} bad lines skipped")
+    sys.exit(1 if bad else 0)
+
+
+@cli.command()
+@click.option("--accounts", default=200, show_default=True, help="Accounts in the simulated customer base.")
+@click.option("--healthy", default=0.7, show_default=True)
+@click.option("--declining", default=0.2, show_default=True)
+@click.option("--churning", default=0.1, show_default=True)
+@click.option("--days", default=60, show_default=True, help="Days of history to publish first (0: none).")
+@click.option("--live/--no-live", default=False, help="Then keep producing in real time.")
+@click.option("--rate", type=float, default=None, help="Live events per second (default: the base's natural volume).")
+@click.option("--duration", type=float, default=None, help="Seconds of live production (default: until Ctrl-C).")
+@click.option("--seed", default=0, show_default=True)
+def simulate(accounts: int, healthy: float, declining: float, churning: float, days: int, live: bool,
+             rate: float | None, duration: float | None, seed: int) -> None:
+    """Simulate a customer base: its history as fast as possible, then (--live) events in real time."""
+    from streams import simulator
+    from streams.core.days import DAY
+    from streams.publisher import publish
+
+    settings = Settings.from_env()
+    base = simulator.customer_base(accounts, simulator.CustomerMix(healthy, declining, churning), seed)
+    now = time.time()
+    if days:
+        with click.progressbar(length=0, label=f"history of {days} days", show_pos=True) as bar:
+            report = asyncio.run(publish(simulator.history(base, now - days * DAY, now, seed), settings,
+                                         progress=lambda n: bar.update(n - bar.pos)))
+        click.echo(f"history: {report.total} events ({_counts(report.counts)}) in {report.elapsed:.1f}s")
+    if live:
+        click.echo("live: producing in real time, Ctrl-C to stop")
+        stream = simulator.live(base, time.time(), seed, rate, duration=duration, history_days=max(days, 1))
+        try:
+            report = asyncio.run(publish(stream, settings, progress=lambda n: click.echo(f"live: {n} events"),
+                                         progress_every=1000))
+        except KeyboardInterrupt:
+            return
+        click.echo(f"live: {report.total} events in {report.elapsed:.1f}s")
+
+
+@cli.command()
+@click.option("--accounts", default=200, show_default=True)
+@click.option("--speed", default=3600.0, show_default=True, help="Simulated seconds per wall-clock second.")
+@click.option("--history-days", default=45, show_default=True)
+@click.option("--duration", type=float, default=None, help="Wall-clock seconds (default: until Ctrl-C).")
+@click.option("--seed", default=0, show_default=True)
+def demo(accounts: int, speed: float, history_days: int, duration: float | None, seed: int) -> None:
+    """Live demo on the local stack: a worker, a simulated customer base, band changes and alerts as they happen."""
+    from streams.demo import run_demo
+    from streams.simulator import CustomerMix
+
+    try:
+        asyncio.run(run_demo(accounts, CustomerMix(), speed, history_days, duration, seed))
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("account_id")
+def show(account_id: str) -> None:
+    """Show an account's current health and what moved it last, from the Redis read model."""
+    from streams.readmodel import ReadModel
+
+    settings = Settings.from_env()
+
+    async def read():
+        read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+        try:
+            return await read_model.account(account_id), await read_model.history(account_id)
+        finally:
+            await read_model.close()
+
+    record, history = asyncio.run(read())
+    if record is None:
+        raise click.ClickException(f"no score for account {account_id!r} in {settings.redis_url} "
+                                   f"(prefix {settings.redis_prefix!r})")
+    click.echo(f"{account_id}: {record['score']} {record['band']}  (segment {record['segment']}, "
+               f"coverage {record['coverage']:.0%}, model {record['model_version']}, updated {record['computed_at']})")
+    click.echo(f"{'component':<22}{'value':>10}{'score':>8}{'weight':>8}{'points':>8}")
+    for name, c in sorted(record["components"].items(), key=lambda kv: -kv[1]["contribution"]):
+        value = "-" if c["value"] is None else f"{c['value']:.2f}"
+        score = "-" if c["score"] is None else f"{c['score']:.0f}"
+        click.echo(f"{name:<22}{value:>10}{score:>8}{c['weight']:>8.2f}{c['contribution']:>8.1f}")
+    if record["changes"]:
+        click.echo(f"last change ({record['cause']}): {record['previous_score']} -> {record['score']}: " + ", ".join(
+            f"{c['component']} {c['change']:+.1f}" for c in record["changes"]))
+    if history:
+        click.echo("history: " + " ".join(f"{s:.0f}" for _, s in history[-20:]))
+
+
+@cli.command("check-model")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def check_model(path: Path) -> None:
+    """Validate a health model file; print every problem with the path of the field."""
+    from streams.core import ModelError, load_model
+
+    try:
+        model = load_model(path)
+    except ModelError as err:
+        raise click.ClickException(str(err))
+    segments = ", ".join(s.name for s in model.segments) or "default only"
+    click.echo(f"{path}: valid, version {model.version}: {len(model.components)} components, "
+               f"bands {', '.join(b.name for b in model.bands)}; segments: {segments}")
+
+
+@cli.command("publish-model")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def publish_model(path: Path) -> None:
+    """Roll a validated model out to every worker through the control topic."""
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    from streams.core import ModelError, load_model
+
+    try:
+        model = load_model(path)
+    except ModelError as err:
+        raise click.ClickException(str(err))
+    settings = Settings.from_env()
+
+    async def send():
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.topics.control, orjson.dumps(
+                {"type": "model", "version": model.version, "yaml": path.read_text()}), partition=0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    click.echo(f"model {model.version} published to {settings.topics.control}")
+
+
+@cli.command("what-if")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def what_if(path: Path) -> None:
+    """Score the current account state under another model file; print the bands before and after."""
+    from streams.core import ModelError, load_model
+    from streams.whatif import compare, read_states
+
+    settings = Settings.from_env()
+    try:
+        current, candidate = load_model(settings.model_path), load_model(path)
+    except ModelError as err:
+        raise click.ClickException(str(err))
+    states = asyncio.run(read_states(settings))
+    if not states:
+        raise click.ClickException(f"no account state in {settings.app_id}-accounts-changelog: is a worker running?")
+    report = compare(states, current, candidate, time.time())
+    click.echo(f"{len(states)} accounts; {current.version} -> {candidate.version}")
+    click.echo(f"{'band':<18}{'before':>8}{'after':>8}")
+    for name in report.bands:
+        click.echo(f"{name:<18}{report.before.get(name, 0):>8}{report.after.get(name, 0):>8}")
+    click.echo(f"{report.moved} accounts change band; mean score {report.mean_before:.1f} -> {report.mean_after:.1f}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
 
 
 def main() -> None:

@@ -1,0 +1,183 @@
+"""The live demo: a worker, a simulated customer base on fast-forward, and the changes as they happen.
+
+Simulated time runs `speed` times faster than the wall clock: the simulator stamps events in
+simulated time, and the worker reads the same simulated time from a clock file, so days pass in
+a minute, windows slide and quiet accounts decay on the timer, as they would over weeks.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from schemas.outputs import iso
+from streams.core.days import DAY
+from streams.publisher import publish
+from streams.readmodel import ReadModel
+from streams.settings import Settings, Topics
+from streams.simulator import CustomerMix, customer_base, history, live
+
+RESET, BOLD, RED, GREEN, YELLOW, DIM = "\033[0m", "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m"
+BAND_COLOUR = {"Healthy": GREEN, "At Risk": YELLOW, "Needs Attention": RED}
+
+
+class SimulatedTime:
+    """Simulated now = start + (wall elapsed) x speed; written to the worker's clock file."""
+
+    def __init__(self, speed: float, clock_path: Path):
+        self.speed = speed
+        self.start_sim = time.time()
+        self.start_wall = time.monotonic()
+        self.clock_path = clock_path
+
+    def now(self) -> float:
+        return self.start_sim + (time.monotonic() - self.start_wall) * self.speed
+
+    def wall_time_of(self, simulated: float) -> float:
+        return time.time() + (simulated - self.now()) / self.speed
+
+    async def keep_writing(self) -> None:
+        while True:
+            tmp = self.clock_path.with_suffix(".tmp")
+            tmp.write_text(repr(self.now()))
+            tmp.replace(self.clock_path)  # atomic: the worker never reads a half-written time
+            await asyncio.sleep(0.1)
+
+
+def demo_settings(base: Settings, run: str) -> Settings:
+    """Topics, consumer group and Redis keys of their own, so every demo run starts clean."""
+    return replace(base, app_id=f"health-demo-{run}", redis_prefix=f"demo-{run}",
+                   topics=Topics.from_env(f"demo-{run}."))
+
+
+async def run_demo(accounts: int, mix: CustomerMix, speed: float, history_days: int, duration: float | None,
+                   seed: int, out=sys.stdout) -> None:
+    run = time.strftime("%Y%m%d-%H%M%S")
+    settings = demo_settings(Settings.from_env(), run)
+    workdir = Path(tempfile.mkdtemp(prefix="health-demo-"))
+    await create_topics(settings)
+    sim = SimulatedTime(speed, workdir / "clock")
+    clock_task = asyncio.create_task(sim.keep_writing())
+    await asyncio.sleep(0.2)
+    worker = start_worker(settings, f"demo-{run}.", workdir, sim.clock_path)
+    say = Printer(out)
+    say.line(f"{BOLD}customer health demo{RESET}: {accounts} accounts, simulated time x{speed:g}, "
+             f"worker log {workdir / 'worker.log'}")
+    tasks = [clock_task]
+    try:
+        base = customer_base(accounts, mix, seed)
+        start = sim.now()
+        report = await publish(history(base, start - history_days * DAY, start, seed), settings,
+                               progress=lambda n: say.line(f"{DIM}history: {n} events published{RESET}"),
+                               progress_every=20_000)
+        say.line(f"history: {report.total} events of the last {history_days} days in {report.elapsed:.1f}s")
+        stream = ((sim.wall_time_of(at), event) for at, event in live(base, sim.now(), seed, history_days=history_days))
+        tasks.append(asyncio.create_task(publish(stream, settings)))
+        tasks.append(asyncio.create_task(follow(settings, sim, say)))
+        tasks.append(asyncio.create_task(summarise(settings, sim, say)))
+        deadline = None if duration is None else time.monotonic() + duration
+        while deadline is None or time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode}); see {workdir / 'worker.log'}")
+            for task in tasks:
+                if task.done() and task.exception():
+                    raise task.exception()
+            await asyncio.sleep(0.5)
+    finally:
+        for task in tasks:
+            task.cancel()
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        say.line(f"demo stopped; topics demo-{run}.*, Redis keys demo-{run}:*")
+
+
+async def create_topics(settings: Settings) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    t = settings.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
+        await admin.create_topics([NewTopic(name, settings.partitions, 1) for name in keyed]
+                                  + [NewTopic(t.control, 1, 1)])
+    finally:
+        await admin.close()
+
+
+def start_worker(settings: Settings, topic_prefix: str, workdir: Path, clock_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "HEALTH_APP_ID": settings.app_id, "HEALTH_REDIS_PREFIX": settings.redis_prefix,
+           "HEALTH_TOPIC_PREFIX": topic_prefix, "HEALTH_CLOCK_FILE": str(clock_path),
+           "HEALTH_REEVALUATE_SECONDS": "2"}
+    script = Path(sys.executable).with_name("health")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "streams"]
+    log = open(workdir / "worker.log", "ab")
+    return subprocess.Popen(command + ["worker", "--without-web"], env=env, cwd=workdir, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class Printer:
+    def __init__(self, out):
+        self.out = out
+
+    def line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def band(name: str | None) -> str:
+    return f"{BAND_COLOUR.get(name, '')}{name}{RESET}" if name else "-"
+
+
+async def follow(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
+    """Print band changes and alerts as they are published, with what moved the score."""
+    topics = settings.topics
+    consumer = AIOKafkaConsumer(topics.scores, topics.alerts, bootstrap_servers=settings.bootstrap_servers,
+                                group_id=None, auto_offset_reset="latest")
+    await consumer.start()
+    seen: set[str] = set()  # alerts are published at least once: a consumer de-duplicates on the id
+    try:
+        async for record in consumer:
+            value = orjson.loads(record.value)
+            when = iso(sim.now())[:16].replace("T", " ")
+            if record.topic == topics.alerts:
+                if value["id"] in seen:
+                    continue
+                seen.add(value["id"])
+                data = value["data"]
+                why = ", ".join(f"{c['component']} {c['change']:+.1f}" for c in data["explanation"][:3])
+                if value["type"] == "health.component.threshold":
+                    detail = data["detail"]
+                    why = f"{detail['component']} at {detail['component_score']:.0f}, below {detail['below']:.0f}"
+                say.line(f"{when}  {BOLD}ALERT {value['type']}{RESET}  {value['subject']}  "
+                         f"{band(data['band_before'])} -> {band(data['band_after'])}  "
+                         f"{data['score_before']} -> {data['score_after']}  ({why})")
+            elif value["previous_band"] and value["band"] != value["previous_band"]:
+                why = ", ".join(f"{c['component']} {c['change']:+.1f}" for c in value["changes"][:3])
+                say.line(f"{when}  {value['account_id']}  {band(value['previous_band'])} -> {band(value['band'])}  "
+                         f"{value['previous_score']} -> {value['score']}  [{value['cause']}] ({why})")
+    finally:
+        await consumer.stop()
+
+
+async def summarise(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
+    read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+    try:
+        while True:
+            await asyncio.sleep(10)
+            counts = await read_model.band_counts(list(BAND_COLOUR))
+            worst = await read_model.ranking(3)
+            say.line(f"{DIM}{iso(sim.now())[:10]}{RESET}  " + "  ".join(f"{band(b)} {n}" for b, n in counts.items())
+                     + "   lowest: " + ", ".join(f"{a} {s:.0f}" for a, s in worst))
+    finally:
+        await read_model.close()

@@ -1,0 +1,79 @@
+"""What-if preview: score the current account state under another model, without touching the workers.
+
+The state is read from the account table's changelog topic (the latest value per account), so the
+preview needs no running worker and changes nothing.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.core import AccountState, HealthModel, current_score
+from streams.processor import decode_state
+from streams.settings import Settings
+
+
+async def read_states(settings: Settings) -> dict[str, AccountState]:
+    topic = f"{settings.app_id}-accounts-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    latest: dict[bytes, bytes | None] = {}
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.topics()  # refresh metadata once
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return {}
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    latest[record.key] = record.value
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    states = {}
+    for key, value in latest.items():
+        state = decode_state(value) if value else None
+        if state is not None:
+            states[key.decode()] = state
+    return states
+
+
+@dataclass
+class WhatIf:
+    bands: list[str]
+    before: Counter
+    after: Counter
+    moved: int
+    mean_before: float
+    mean_after: float
+
+
+def compare(states: dict[str, AccountState], current: HealthModel, candidate: HealthModel, now: float) -> WhatIf:
+    before, after = Counter(), Counter()
+    moved = 0
+    totals = [0.0, 0.0, 0]
+    for account, state in states.items():
+        a = current_score(state, account, current, now)
+        b = current_score(state, account, candidate, now)
+        before[a.band or "no score"] += 1
+        after[b.band or "no score"] += 1
+        moved += a.band != b.band
+        if a.score is not None and b.score is not None:
+            totals[0] += a.score
+            totals[1] += b.score
+            totals[2] += 1
+    n = totals[2] or 1
+    names = list(dict.fromkeys([b.name for b in current.bands] + [b.name for b in candidate.bands] + ["no score"]))
+    return WhatIf(names, before, after, moved, totals[0] / n, totals[1] / n)
