@@ -1,0 +1,216 @@
+"""End-to-end benchmark on the local stack: a preloaded topic set drained by a real worker, beside
+a bare aiokafka consumer on the same topics (the ceiling), then event-to-score latency at a fixed
+offered load. Prints a table and writes it as JSON.
+
+    .venv/bin/python ops/bench/bench_pipeline.py --events 200000 --accounts 10000
+
+Needs the stack (`ops/stack up`). Figures are wall-clock on a shared machine: compare the ratio to
+the ceiling measured in the same run rather than absolute numbers across runs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from streams.core.days import DAY  # noqa: E402
+from streams.publisher import publish  # noqa: E402
+from streams.settings import Settings, Topics  # noqa: E402
+from streams.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
+
+
+def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:
+    return Settings(app_id=prefix, broker=f"kafka://{bootstrap}", partitions=partitions,
+                    topics=Topics.from_env(f"{prefix}."), redis_prefix=prefix)
+
+
+async def create_topics(settings: Settings) -> None:
+    t = settings.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
+        await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in keyed] + [NewTopic(t.control, 1, 1)])
+    finally:
+        await admin.close()
+
+
+def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict]:
+    """Publish about `events_wanted` events of `accounts` simulated accounts; returns (count, end time, mix)."""
+    base = customer_base(accounts, CustomerMix(), seed)
+    end = time.time()
+    days = 60
+    # one day of the base, to scale the intensity to the wanted volume
+    sample = sum(1 for _ in history(base[: max(1, accounts // 20)], end - DAY, end, seed))
+    per_day = sample * accounts / max(1, accounts // 20)
+    intensity = events_wanted / (per_day * days)
+    events = list(history(base, end - days * DAY, end, seed, intensity=intensity))
+    report = asyncio.run(publish(events, settings))
+    return report.total, end, kind_mix(events)
+
+
+async def ceiling_a(settings: Settings, total: int) -> float:
+    """A bare aiokafka getmany loop decoding every value with orjson: events/s."""
+    consumer = AIOKafkaConsumer(*settings.topics.inputs(), bootstrap_servers=settings.bootstrap_servers,
+                                group_id=f"{settings.app_id}-ceiling", auto_offset_reset="earliest",
+                                enable_auto_commit=False, max_poll_records=20000)
+    await consumer.start()
+    seen = 0
+    started = None
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20000)
+            if started is None and batch:
+                started = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return 0.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def start_worker(settings: Settings, workdir: Path, port: int, clock: Path | None) -> subprocess.Popen:
+    env = {**os.environ, "HEALTH_APP_ID": settings.app_id, "HEALTH_KAFKA_BROKER": settings.broker,
+           "HEALTH_TOPIC_PREFIX": f"{settings.app_id}.", "HEALTH_REDIS_PREFIX": settings.redis_prefix,
+           "HEALTH_PARTITIONS": str(settings.partitions), "HEALTH_WEB_PORT": str(port)}
+    if clock:
+        env["HEALTH_CLOCK_FILE"] = str(clock)
+    script = Path(sys.executable).with_name("health")
+    log = open(workdir / f"{settings.app_id}.log", "ab")
+    return subprocess.Popen([str(script), "worker", "--loglevel", "warn"], env=env, cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[dict]:
+    async def read():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        out = []
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=idle_ms, max_records=50000)
+                if not batch:
+                    return out
+                for records in batch.values():
+                    out += [orjson.loads(r.value) for r in records]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def ours_d(settings: Settings, total: int, workdir: Path) -> dict:
+    """The real worker draining the preloaded topics, on the real clock. Its speed is read from its
+    own records: events over the span from its first batch's start to its last score update."""
+    port = 6170
+    worker = start_worker(settings, workdir, port, None)
+    try:
+        deadline = time.monotonic() + 900
+        while metric(port, "health_events_total") < total:
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker exited or timed out; see {workdir}")
+            time.sleep(0.5)
+        batch_sum = metric(port, "health_batch_processing_seconds_sum")
+        batches = metric(port, "health_batch_processing_seconds_count")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    records = read_all(settings.bootstrap_servers, settings.topics.scores)
+    times = sorted(r["computed_at_ms"] for r in records)
+    first_batch = batch_sum / batches if batches else 0.0  # the first update came out one batch in
+    span = (times[-1] - times[0]) / 1000 + first_batch
+    return {"events": total, "seconds": round(span, 2), "events_per_s": round(total / span),
+            "score_updates": len(records), "batches": int(batches),
+            "busy_share": round(batch_sum / span, 3) if span else None}
+
+
+def latency(bootstrap: str, partitions: int, workdir: Path, accounts: int, rate: float, seconds: float,
+            seed: int) -> dict:
+    """Event-to-score latency at a fixed offered load, from the score records (Kafka timestamp of the
+    newest input record -> the update's computation), on the real clock."""
+    settings = settings_for(f"bench-lat-{int(time.time())}", partitions, bootstrap)
+    asyncio.run(create_topics(settings))
+    worker = start_worker(settings, workdir, 6171, None)
+    try:
+        time.sleep(8)  # the worker joins its group before the load starts
+        base = customer_base(accounts, CustomerMix(), seed)
+        stream = live(base, time.time(), seed, rate=rate, duration=seconds)
+        report = asyncio.run(publish(stream, settings, rate=rate))
+        time.sleep(3)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+    records = [r for r in read_all(bootstrap, settings.topics.scores) if r.get("source_timestamp_ms")]
+    warm = min(r["computed_at_ms"] for r in records) + 10_000  # the opening burst of the live stream is not steady load
+    lat = sorted((r["computed_at_ms"] - r["source_timestamp_ms"]) / 1000 for r in records if r["computed_at_ms"] >= warm)
+    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+    return {"offered_events_per_s": rate, "events": report.total, "score_updates": len(lat),
+            "p50_ms": round(pick(0.5) * 1000, 1), "p99_ms": round(pick(0.99) * 1000, 1),
+            "max_ms": round(lat[-1] * 1000, 1), "mean_ms": round(statistics.fmean(lat) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--latency-rate", type=float, default=1000.0)
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--bootstrap", default=os.environ.get("HEALTH_BOOTSTRAP", "127.0.0.1:9092"))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    settings = settings_for(f"bench-{int(time.time())}", args.partitions, args.bootstrap)
+    asyncio.run(create_topics(settings))
+    t0 = time.perf_counter()
+    total, end, mix = preload(settings, args.events, args.accounts, args.seed)
+    print(f"preloaded {total} events over {args.accounts} accounts in {time.perf_counter() - t0:.1f}s; "
+          f"mix {', '.join(f'{k} {v:.0%}' for k, v in mix.items())}")
+    a = asyncio.run(ceiling_a(settings, total))
+    d = ours_d(settings, total, workdir)
+    lat = latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000), args.latency_rate,
+                  args.latency_seconds, args.seed)
+    result = {"events": total, "accounts": args.accounts, "partitions": args.partitions,
+              "ceiling_a_events_per_s": round(a), "ours_d": d, "d_over_a": round(d["events_per_s"] / a, 4),
+              "latency": lat}
+    print(f"{'run':<46}{'events/s':>12}")
+    print(f"{'A: bare aiokafka getmany + orjson':<46}{round(a):>12}")
+    print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}   D/A = {result['d_over_a']:.3f}")
+    print(f"latency at {lat['offered_events_per_s']:g} events/s offered: p50 {lat['p50_ms']} ms, "
+          f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['score_updates']} score updates)")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
