@@ -86,6 +86,30 @@ async def ceiling_a(settings: Settings, total: int) -> float:
         await consumer.stop()
 
 
+def faust_baseline(app: str, settings: Settings, total: int, workdir: Path) -> float:
+    """Run one of ops/bench/faust_baselines.py on the preloaded topics (uvloop, like the worker): events/s."""
+    out = workdir / f"{app}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_PREFIX": settings.app_id, "BENCH_TOTAL": str(total),
+           "BENCH_OUT": str(out), "BENCH_BROKER": settings.broker, "BENCH_PARTITIONS": str(settings.partitions)}
+    faust_cli = Path(sys.executable).with_name("faust")
+    log = open(workdir / f"{app}.log", "ab")
+    proc = subprocess.Popen([str(faust_cli), "-A", f"ops.bench.faust_baselines:{app}", "--loop", "uvloop",
+                             "-l", "warn", "worker", "--without-web"], env=env, cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 1800
+        while not out.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"baseline {app} exited or timed out; see {workdir / (app + '.log')}")
+            time.sleep(0.5)
+        time.sleep(0.1)
+        result = json.loads(out.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return result["events"] / (result["last"] - result["first"])
+
+
 def metric(port: int, name: str) -> float:
     try:
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
@@ -186,6 +210,7 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=60.0)
     parser.add_argument("--bootstrap", default=os.environ.get("HEALTH_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-usual", action="store_true", help="skip baseline C (the slowest run)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -196,15 +221,23 @@ def main() -> None:
     print(f"preloaded {total} events over {args.accounts} accounts in {time.perf_counter() - t0:.1f}s; "
           f"mix {', '.join(f'{k} {v:.0%}' for k, v in mix.items())}")
     a = asyncio.run(ceiling_a(settings, total))
+    b = faust_baseline("counter", settings, total, workdir)
+    c = None if args.skip_usual else faust_baseline("usual", settings, total, workdir)
     d = ours_d(settings, total, workdir)
     lat = latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000), args.latency_rate,
                   args.latency_seconds, args.seed)
     result = {"events": total, "accounts": args.accounts, "partitions": args.partitions,
-              "ceiling_a_events_per_s": round(a), "ours_d": d, "d_over_a": round(d["events_per_s"] / a, 4),
-              "latency": lat}
+              "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
+              "baseline_c_events_per_s": round(c) if c else None, "ours_d": d,
+              "d_over_a": round(d["events_per_s"] / a, 4), "d_over_b": round(d["events_per_s"] / b, 2),
+              "d_over_c": round(d["events_per_s"] / c, 2) if c else None, "latency": lat}
     print(f"{'run':<46}{'events/s':>12}")
     print(f"{'A: bare aiokafka getmany + orjson':<46}{round(a):>12}")
-    print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}   D/A = {result['d_over_a']:.3f}")
+    print(f"{'B: minimal Faust agent counting events':<46}{round(b):>12}")
+    if c:
+        print(f"{'C: Faust scorer the usual way':<46}{round(c):>12}")
+    print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
+    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}")
     print(f"latency at {lat['offered_events_per_s']:g} events/s offered: p50 {lat['p50_ms']} ms, "
           f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['score_updates']} score updates)")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,105 @@
+"""Faust apps the benchmark runs beside the real worker, on the same preloaded topics.
+
+- B, `counter`: a minimal agent that only counts events: the framework's own per-event cost.
+- C, `usual`: a straightforward Faust scorer written the usual way: Faust's JSON codec, one
+  table update per measure per event, the score recomputed from the tables on every event.
+
+Run: BENCH_PREFIX=<topic prefix> BENCH_TOTAL=<events> BENCH_OUT=<file> \
+     faust -A ops.bench.faust_baselines:counter worker      (or :usual)
+Each writes `{"first": t, "last": t, "events": n}` to BENCH_OUT when it has seen BENCH_TOTAL events.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import faust
+
+PREFIX = os.environ.get("BENCH_PREFIX", "bench")
+TOTAL = int(os.environ.get("BENCH_TOTAL", "0"))
+OUT = os.environ.get("BENCH_OUT", "/tmp/bench-out.json")
+BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092")
+PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "12"))
+INPUTS = [f"{PREFIX}.{t}" for t in ("usage", "tickets", "surveys", "accounts")]
+DAY = 86400
+
+
+class Progress:
+    def __init__(self):
+        self.first = None
+        self.n = 0
+
+    def tick(self, k: int = 1) -> None:
+        if self.first is None:
+            self.first = time.time()
+        self.n += k
+        if self.n == TOTAL:
+            with open(OUT, "w") as f:
+                json.dump({"first": self.first, "last": time.time(), "events": self.n}, f)
+
+
+def _app(name: str, **kw) -> faust.App:
+    return faust.App(f"{PREFIX}-{name}", broker=BROKER, store="memory://", topic_partitions=PARTITIONS,
+                     consumer_auto_offset_reset="earliest", web_enabled=False, **kw)
+
+
+# ---------------------------------------------------------------- B: the framework's cost
+counter = _app("counter", value_serializer="raw", key_serializer="raw")
+_count_progress = Progress()
+
+
+@counter.agent(counter.topic(*INPUTS, value_type=bytes, key_type=bytes))
+async def count_events(stream):
+    async for _ in stream:
+        _count_progress.tick()
+
+
+# ---------------------------------------------------------------- C: the usual way
+usual = _app("usual")  # Faust's default JSON codec
+daily_counts = usual.Table("daily_counts", default=int, partitions=PARTITIONS)  # account|name|day -> n
+last_seen = usual.Table("last_seen", default=float, partitions=PARTITIONS)  # account|name -> ts
+open_tickets = usual.Table("open_tickets", default=int, partitions=PARTITIONS)  # account -> n
+csat = usual.Table("csat", default=list, partitions=PARTITIONS)  # account -> [sum, n]
+attributes = usual.Table("attributes", default=dict, partitions=PARTITIONS)  # account -> {}
+scores = usual.Table("scores", default=float, partitions=PARTITIONS)  # account -> score
+_usual_progress = Progress()
+
+
+def _score(account: str, now: float) -> float:
+    today = int(now // DAY)
+    logins = sum(daily_counts[f"{account}|login|{d}"] for d in range(today - 29, today + 1))
+    recency = max(0.0, 30 - (now - last_seen[f"{account}|login"]) / DAY) / 30 if last_seen[f"{account}|login"] else 0
+    tickets = open_tickets[account]
+    c = csat[account]
+    rating = attributes[account].get("csm_rating")
+    parts = [min(logins / 20, 1.0) * 100, recency * 100, max(0.0, 1 - tickets / 4) * 100]
+    if c:
+        parts.append((c[0] / c[1] - 1) / 4 * 100)
+    if rating is not None:
+        parts.append(rating * 10)
+    return sum(parts) / len(parts)
+
+
+@usual.agent(usual.topic(*INPUTS))
+async def score_events(stream):
+    async for event in stream:
+        account = event["account_id"]
+        ts = time.mktime(time.strptime(event["occurred_at"][:19], "%Y-%m-%dT%H:%M:%S"))
+        kind = event.get("kind")
+        if kind == "usage":
+            key = f"{account}|{event['name']}|{int(ts // DAY)}"
+            daily_counts[key] += 1
+            last_seen[f"{account}|{event['name']}"] = ts
+        elif kind == "ticket":
+            if event["action"] == "opened":
+                open_tickets[account] += 1
+            elif event["action"] in ("resolved", "closed"):
+                open_tickets[account] = max(0, open_tickets[account] - 1)
+        elif kind == "survey" and event["survey"] == "csat":
+            c = csat[account] or [0.0, 0]
+            csat[account] = [c[0] + event["score"], c[1] + 1]
+        elif kind == "account":
+            attributes[account] = {**attributes[account], **event["attributes"]}
+        scores[account] = _score(account, time.time())
+        _usual_progress.tick()
