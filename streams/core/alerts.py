@@ -238,3 +238,110 @@ def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountSco
     for d in [d for d in st.history if int(d) < keep_from]:
         del st.history[d]
     return st, alerts
+
+
+def band_names(bands: tuple[Band, ...]) -> dict[str, int]:
+    return {b.name: i for i, b in enumerate(bands)}
+
+
+def quiet_transition(al: dict[str, Any] | None, score: float, component_scores, now: float, rules: AlertRules,
+                     bands: tuple[Band, ...], history_days: int,
+                     names: dict[str, int] | None = None) -> dict[str, Any] | None:
+    """The stored alert state (``AlertState.to_dict()`` form) after an evaluation of score
+    ``score``, computed directly on the stored form, when :func:`evaluate_alerts` would emit
+    no alert; None when some rule might fire (the caller then runs :func:`evaluate_alerts`).
+
+    When it returns a state, that state is exactly the one ``evaluate_alerts`` would leave:
+    the band set on first sight, the trend re-armed when its condition cleared, the
+    components back above their threshold, and the day's score in the history.
+    ``component_scores`` gives, for each of ``rules.component_thresholds`` in order, the new
+    score of its component (None when the component is not part of the score or has no
+    score)."""
+    al = al or {}
+    today = day_of(now)
+    if names is None:
+        names = band_names(bands)
+    # band crossing: any move beyond the margin may raise an alert
+    band = al.get("b")
+    if band is None or band not in names:
+        band = band_of(bands, score)
+    elif rules.band_change is not None:
+        margin = rules.band_change.margin_points
+        i = names[band]
+        if score < bands[i].min - margin or (i > 0 and score >= bands[i - 1].min + margin):
+            return None
+    # declining trend against the latest daily score at least `days` old
+    armed = not al.get("x")
+    h = al.get("h")
+    trend = rules.trend
+    if trend is not None and h:
+        first = h[0]
+        k = min(today - trend.days - first, len(h) - 2)
+        ref = None
+        while k >= 0:
+            ref = h[1 + k]
+            if ref is not None:
+                break
+            k -= 1
+        if ref is not None:
+            drop = ref - score
+            cond = ((trend.drop_points is not None and drop >= trend.drop_points)
+                    or (trend.drop_percent is not None and ref > 0 and drop * 100.0 / ref >= trend.drop_percent))
+            if not cond:
+                armed = True
+            elif armed:
+                return None
+    # component thresholds
+    below = al.get("lo") or []
+    copied = False
+    for th, s in zip(rules.component_thresholds, component_scores):
+        if s is None:
+            continue
+        was = th.component in below
+        if s < th.below and not was:
+            return None
+        if s >= th.below and was:
+            if not copied:
+                below, copied = list(below), True
+            below.remove(th.component)
+    # the day's score, history bounded to `history_days`, stored dense (first day, values)
+    if h:
+        first = h[0]
+        vals = h[1:]
+        last = first + len(vals) - 1
+        if today > last:
+            if today > last + 1:
+                vals.extend([None] * (today - last - 1))
+            vals.append(score)
+        elif today >= first:
+            vals[today - first] = score
+        else:
+            vals = [score] + [None] * (first - today - 1) + vals
+            first = today
+    else:
+        first, vals = today, [score]
+    keep_from = today - history_days
+    if first < keep_from:
+        vals = vals[keep_from - first:]
+        first = keep_from
+    a, b = 0, len(vals)
+    while a < b and vals[a] is None:
+        a += 1
+    while b > a and vals[b - 1] is None:
+        b -= 1
+    d: dict[str, Any] = {}
+    if band is not None:
+        d["b"] = band
+    last_times = al.get("t")
+    if last_times:
+        d["t"] = last_times
+    if not armed:
+        d["x"] = 1
+    if below:
+        d["lo"] = below
+    seq = al.get("n", 0)
+    if seq:
+        d["n"] = seq
+    if a < b:
+        d["h"] = [first + a] + vals[a:b]
+    return d

@@ -7,18 +7,18 @@ a broker.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import orjson
 
 from schemas.events import Event
 
-from .alerts import Alert, AlertState, evaluate_alerts
+from .alerts import Alert, AlertState, evaluate_alerts, quiet_transition
 from .days import day_of
 from .measures import MeasureValues
 from .model import HealthModel
-from .scoring import AccountScore, ComponentScore, component_band, dependent_components, evaluate
+from .scoring import AccountScore, Plan, evaluate, plan_of
 from .state import APPLIED, DUPLICATE, OUTCOMES, AccountState
 
 
@@ -40,6 +40,7 @@ class AccountUpdate:
 def apply_events(state: AccountState | None, account_id: str, events: Sequence[Event],
                  model: HealthModel, now: float) -> AccountUpdate:
     """Fold a batch of one account's events into its state and rescore what they affect."""
+    plan = plan_of(model)
     cfg = model.state
     st = state if state is not None else AccountState.new(now, cfg)
     today = day_of(now)
@@ -47,32 +48,36 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
     outcomes = dict.fromkeys(OUTCOMES, 0)
     rejected = []
     applied_ids = []
-    affected: set[str] = set()
+    per_event = []
+    affected = 0  # bit mask over the plan's component indexes (see Plan.dependent_mask)
     full = False
     latest = None
-    per_event = []
+    apply = st.apply
+    usage_masks, any_usage = plan.usage_masks, plan.any_usage_mask
     for ev in events:
-        r = st.apply(ev, now, cfg)
+        r = apply(ev, now, cfg)
         outcomes[r] += 1
         per_event.append(r)
         if r == APPLIED:
             applied_ids.append(ev.event_id)
-            if ev.kind == "account":
+            kind = ev.kind
+            if kind == "usage":
+                affected |= usage_masks.get(ev.name, any_usage)
+            elif kind == "account":
                 full = True
             else:
-                affected |= dependent_components(model, ev)
-            if latest is None or ev.occurred_at > latest:
-                latest = ev.occurred_at
+                affected |= plan.dependent_mask(ev)
+            ts = ev.occurred_at
+            if latest is None or ts > latest:
+                latest = ts
         elif r != DUPLICATE:
             rejected.append((ev, r))
     if not applied_ids and not needs_reevaluation(st, model, now):
-        return AccountUpdate(account_id, st, outcomes, tuple(rejected), state_changed=moved or state is None,
-                             event_outcomes=tuple(per_event))
+        return _update(account_id, st, outcomes, tuple(rejected), None, (), False, moved or state is None,
+                       tuple(per_event), (), None)
     st.prune_fingerprints(cfg)
-    update = _rescore(st, account_id, model, now, today, outcomes, tuple(rejected), full, affected,
-                      applied_ids, latest)
-    return replace(update, event_outcomes=tuple(per_event), applied_ids=tuple(applied_ids),
-                   latest_event_time=latest)
+    return _rescore(plan, st, account_id, model, now, today, outcomes, tuple(rejected), full, affected,
+                    applied_ids, latest, tuple(per_event))
 
 
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float) -> AccountUpdate:
@@ -81,7 +86,8 @@ def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: fl
     today = day_of(now)
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
-    return _rescore(state, account_id, model, now, today, dict.fromkeys(OUTCOMES, 0), (), True, set(), [], None)
+    return _rescore(plan_of(model), state, account_id, model, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
+                    [], None, ())
 
 
 def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float) -> bool:
@@ -102,15 +108,9 @@ def current_score(state: AccountState, account_id: str, model: HealthModel, now:
     return evaluate(model, account_id, MeasureValues(model, st, day_of(now)), st.has_data(0))
 
 
-_ORDER: dict[str, tuple[str, ...]] = {}
-
-
 def _order(model: HealthModel) -> tuple[str, ...]:
     """Component names in the order of the positional list kept in ``pub``."""
-    names = _ORDER.get(model.fingerprint)
-    if names is None:
-        names = _ORDER[model.fingerprint] = tuple(sorted(model.components))
-    return names
+    return plan_of(model).order
 
 
 def last_score(state: AccountState | None, account_id: str, model: HealthModel) -> AccountScore | None:
@@ -120,51 +120,96 @@ def last_score(state: AccountState | None, account_id: str, model: HealthModel) 
     pub = state.pub if state is not None else None
     if pub is None:
         return None
-    components = {}
-    if pub["m"] == model.fingerprint:
-        comps = model.components
-        for name, row in zip(_order(model), pub["c"]):
-            if row:
-                value, score, weight, contrib = row
-                components[name] = ComponentScore(value, score, component_band(comps[name], score), weight, contrib)
-    return AccountScore(account_id=account_id, score=pub["s"], band=pub["b"], segment=pub["g"],
-                        coverage=pub["cv"], components=components, model_version=pub["v"],
-                        model_fingerprint=pub["m"])
+    return _score_of_pub(pub, account_id, plan_of(model))
 
 
-def _to_pub(score: AccountScore, model: HealthModel, today: int) -> dict:
-    comps = score.components
-    rows = []
-    for n in _order(model):
-        c = comps.get(n)
-        rows.append([c.value, c.score, c.weight, c.contribution] if c is not None else 0)
-    return {"s": score.score, "b": score.band, "g": score.segment, "cv": score.coverage, "c": rows,
-            "m": score.model_fingerprint, "v": score.model_version, "d": today}
+def _score_of_pub(pub: dict, account_id: str, plan: Plan) -> AccountScore:
+    components = plan.components_of(pub["c"], pub["g"]) if pub["m"] == plan.fingerprint else {}
+    return AccountScore(account_id, pub["s"], pub["b"], pub["g"], pub["cv"], components, pub["v"], pub["m"])
 
 
-def _rescore(st: AccountState, account_id: str, model: HealthModel, now: float, today: int,
-             outcomes: dict[str, int], rejected: tuple, full: bool, affected: set[str],
-             applied_ids: list[str], latest: float | None) -> AccountUpdate:
+def _legacy(rows: list) -> bool:
+    """Rows stored by earlier versions as [value, score, weight, contribution] (now [value,
+    score]: weight and contribution follow from the presence pattern, see Plan.norm_of)."""
+    for row in rows:
+        if row:
+            return len(row) != 2
+    return False
+
+
+def _rescore(plan: Plan, st: AccountState, account_id: str, model: HealthModel, now: float, today: int,
+             outcomes: dict[str, int], rejected: tuple, full: bool, affected: int,
+             applied_ids: list[str], latest: float | None, per_event: tuple[str, ...]) -> AccountUpdate:
     pub = st.pub
-    mv = MeasureValues(model, st, today)
-    has = st.has_data(0)
-    if not full and pub is not None and pub["m"] == model.fingerprint and pub["d"] == today:
-        cached = {n: (row[0], row[1]) for n, row in zip(_order(model), pub["c"]) if row}
-        new = evaluate(model, account_id, mv, has, cached, affected)
-        if new.segment != pub["g"]:
-            new = evaluate(model, account_id, mv, has)
+    fp = plan.fingerprint
+    if pub is None:
+        segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None, 0,
+                                                              None)
+        changed = total is not None
+    elif pub["m"] != fp:
+        segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None, 0,
+                                                              None)
+        changed = True
     else:
-        new = evaluate(model, account_id, mv, has)
-    old = last_score(st, account_id, model)
-    changed = not new.same_result(old) or (old is not None and old.model_fingerprint != new.model_fingerprint)
-    if old is None and new.score is None:
-        changed = False
-    st.pub = _to_pub(new, model, today)
-    alerts: list[Alert] = []
-    if new.score is not None:
-        al, alerts = evaluate_alerts(AlertState.from_dict(st.al), old, new, now, model.alerts, model.bands,
-                                     event_ids=applied_ids, time=latest if latest is not None else now,
-                                     history_days=model.state.score_history_days)
-        st.al = al.to_dict()
-    return AccountUpdate(account_id, st, outcomes, rejected, new if changed else None, tuple(alerts),
-                         evaluated=True, state_changed=True)
+        old_rows = pub["c"]
+        if _legacy(old_rows):  # recompute, compare on [value, score]
+            full = True
+            old_rows = [row[:2] if row else 0 for row in old_rows]
+        if not full and pub["d"] == today:
+            # incremental: components outside `affected` keep their value and score
+            segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0),
+                                                                  old_rows, affected, pub["g"])
+        else:
+            segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None,
+                                                                  0, None)
+        # same segment and rows: same weights and contributions (see Plan.norm_of)
+        changed = not (total == pub["s"] and band == pub["b"] and segment == pub["g"] and coverage == pub["cv"]
+                       and rows == old_rows)
+    # a new dict: the previous one is never mutated (callers may keep it)
+    st.pub = {"s": total, "b": band, "g": segment, "cv": coverage, "c": rows, "m": fp, "v": plan.version, "d": today}
+    new = plan.account_score(account_id, segment, total, band, coverage, rows, norm) if changed else None
+    alerts: tuple[Alert, ...] = ()
+    if total is not None:
+        al = quiet_transition(st.al, total, [rows[i][1] if i is not None and rows[i] else None
+                                             for i in plan.threshold_index],
+                              now, plan.alerts, plan.bands, plan.history_days, plan.band_names)
+        if al is None:  # some rule may fire: the full transition
+            old = _score_of_pub(pub, account_id, plan) if pub is not None else None
+            if new is None:
+                new = plan.account_score(account_id, segment, total, band, coverage, rows, norm)
+            state, raised = evaluate_alerts(AlertState.from_dict(st.al), old, new, now, plan.alerts, plan.bands,
+                                            event_ids=applied_ids, time=latest if latest is not None else now,
+                                            history_days=plan.history_days)
+            al = state.to_dict()
+            alerts = tuple(raised)
+        st.al = al
+    return _update(account_id, st, outcomes, rejected, new if changed else None, alerts, True, True, per_event,
+                   tuple(applied_ids), latest)
+
+
+_make = object.__new__
+_FIELDS = ("account_id", "state", "outcomes", "rejected", "score", "alerts", "evaluated", "state_changed",
+           "event_outcomes", "applied_ids", "latest_event_time")
+assert tuple(f.name for f in fields(AccountUpdate)) == _FIELDS, "update _FIELDS and _update"
+_setters = tuple(AccountUpdate.__dict__[f].__set__ for f in _FIELDS)
+
+
+def _update(account_id, state, outcomes, rejected, score, alerts, evaluated, state_changed, event_outcomes,
+            applied_ids, latest_event_time) -> AccountUpdate:
+    """``AccountUpdate(...)`` with every field given, without the frozen dataclass's
+    per-field ``object.__setattr__`` calls (the same object)."""
+    u = _make(AccountUpdate)
+    (s_account_id, s_state, s_outcomes, s_rejected, s_score, s_alerts, s_evaluated, s_state_changed,
+     s_event_outcomes, s_applied_ids, s_latest) = _setters
+    s_account_id(u, account_id)
+    s_state(u, state)
+    s_outcomes(u, outcomes)
+    s_rejected(u, rejected)
+    s_score(u, score)
+    s_alerts(u, alerts)
+    s_evaluated(u, evaluated)
+    s_state_changed(u, state_changed)
+    s_event_outcomes(u, event_outcomes)
+    s_applied_ids(u, applied_ids)
+    s_latest(u, latest_event_time)
+    return u

@@ -66,3 +66,73 @@ def _eq(v: Any, arg: Any) -> bool:
     if x is not None and y is not None and not isinstance(v, str) and not isinstance(arg, str):
         return x == y
     return str(v) == str(arg)
+
+
+# ------------------------------------------------------------------ compiled form
+def _compile_condition(c) -> Callable[[Mapping[str, Any], Callable[[str], float | None]], bool]:
+    """One condition as a closure with exactly the semantics of :func:`matches`."""
+    op, attr, arg = c.op, c.attribute, c.arg
+    if op == "has":
+        return lambda attributes, measure: measure(attr) is not None
+    if op == "exists":
+        return lambda attributes, measure: (attributes.get(attr) is not None) == arg
+    if op == "eq":
+        def test(attributes, measure):
+            v = attributes.get(attr)
+            return v is not None and _eq(v, arg)
+    elif op == "ne":
+        def test(attributes, measure):
+            v = attributes.get(attr)
+            return not (v is not None and _eq(v, arg))
+    elif op == "in":
+        def test(attributes, measure):
+            v = attributes.get(attr)
+            return v is not None and any(_eq(v, a) for a in arg)
+    elif op == "not_in":
+        def test(attributes, measure):
+            v = attributes.get(attr)
+            return not (v is not None and any(_eq(v, a) for a in arg))
+    elif op == "gt":
+        def test(attributes, measure):
+            x = _num(attributes.get(attr))
+            return x is not None and x > arg
+    elif op == "gte":
+        def test(attributes, measure):
+            x = _num(attributes.get(attr))
+            return x is not None and x >= arg
+    elif op == "lt":
+        def test(attributes, measure):
+            x = _num(attributes.get(attr))
+            return x is not None and x < arg
+    elif op == "lte":
+        def test(attributes, measure):
+            x = _num(attributes.get(attr))
+            return x is not None and x <= arg
+    else:  # unknown test: never true (as in matches)
+        def test(attributes, measure):
+            return False
+    return test
+
+
+def compile_filter(flt: AccountFilter | None) -> Callable[[Mapping[str, Any], Callable[[str], float | None]], bool] | None:
+    """The filter as one predicate ``(attributes, measure) -> bool`` (None: no filter, always
+    true), equivalent to ``matches(flt, attributes, measure)``: same conditions, same order,
+    the first failing condition stops the evaluation (so a ``has`` after a failing test is
+    not computed, as in :func:`matches`)."""
+    if flt is None:
+        return None
+    tests = tuple(_compile_condition(c) for c in flt.conditions)
+    if not tests:
+        return lambda attributes, measure: True
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        t1, t2 = tests
+        return lambda attributes, measure: t1(attributes, measure) and t2(attributes, measure)
+
+    def all_of(attributes, measure):
+        for t in tests:
+            if not t(attributes, measure):
+                return False
+        return True
+    return all_of

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from schemas.events import Event
 
-from .filters import matches
+from .filters import compile_filter, matches
 from .measures import MeasureValues
 from .model import NEUTRAL_SCORE, Component, HealthModel, ScoreConfig, Scoring, band_of
 
@@ -127,39 +127,310 @@ def evaluate(model: HealthModel, account_id: str, mv: MeasureValues, has_data: b
              recompute: Iterable[str] | None = None) -> AccountScore:
     """Score one account. With ``cached`` (component -> (value, score)), components outside
     ``recompute`` reuse their cached value and score instead of recomputing the measure."""
-    config = choose_config(model, mv)
-    comps = model.components
-    recompute = set(recompute) if recompute is not None else None
-    rows: list[tuple[str, float, str | None, Component, float | None, float | None]] = []
-    for name, w, sec in config.entries:
-        c = comps[name]
-        if c.restrict_to is not None and not matches(c.restrict_to, mv.attrs, mv.get):
-            continue
-        if cached is not None and name in cached and (recompute is None or name not in recompute):
-            value, score = cached[name]
+    plan = plan_of(model)
+    old = None
+    mask = 0
+    if cached is not None:
+        index = plan.index
+        rows: list = [0] * len(plan.order)
+        for name, (value, score) in cached.items():
+            i = index.get(name)
+            if i is not None:
+                rows[i] = (value, score)
+        if recompute is None:
+            mask = 0
         else:
-            value = mv.get(c.measure)
-            score = component_score(c, value)
-        rows.append((name, w, sec, c, value, score))
-    nominal = _normalise([(n, w, s) for n, w, s, _, _, _ in rows], config.section_weights)
-    coverage = fsum(nominal[n] for n, _, _, _, v, _ in rows if v is not None)
-    actual = _normalise([(n, w, s) for n, w, s, _, _, sc in rows if sc is not None], config.section_weights)
-    components = {}
-    parts = []
-    for n, _, _, c, value, score in rows:
-        eff = actual.get(n, 0.0)
-        contrib = eff * score if score is not None else 0.0
-        parts.append(contrib)
-        components[n] = ComponentScore(
-            value=None if value is None else round(value, 4), score=score, band=component_band(c, score),
-            weight=round(eff, 6), contribution=round(contrib, 4))
-    total = None
-    if has_data and coverage > 1e-12:
-        total = round(fsum(parts), 2)
-        total = min(max(total, 0.0), 100.0)
-    return AccountScore(account_id=account_id, score=total, band=band_of(model.bands, total),
-                        segment=config.name, coverage=round(coverage, 4), components=components,
-                        model_version=model.version, model_fingerprint=model.fingerprint)
+            for name in recompute:
+                i = index.get(name)
+                if i is not None:
+                    mask |= 1 << i
+        old = rows
+    seg, total, band, coverage, rows, norm = plan.score(mv, has_data, old, mask, False)
+    return plan.account_score(account_id, seg, total, band, coverage, rows, norm)
+
+
+# ------------------------------------------------------------- compiled plans
+# ComponentScores are built by filling their slots directly: the same objects as
+# ComponentScore(...), at half the cost of the frozen dataclass's __init__ (which goes
+# through object.__setattr__ per field), and a score has a dozen of them.
+_new = object.__new__
+_set_value = ComponentScore.value.__set__
+_set_score = ComponentScore.score.__set__
+_set_band = ComponentScore.band.__set__
+_set_weight = ComponentScore.weight.__set__
+_set_contribution = ComponentScore.contribution.__set__
+
+
+def compile_scoring(c: Component):
+    """``value -> score``: exactly :func:`component_score` for this component."""
+    s = c.scoring
+    missing = None if c.missing not in ("zero", "neutral") else (0.0 if c.missing == "zero" else NEUTRAL_SCORE)
+    if s.type == "linear":
+        worst, span = s.worst, s.best - s.worst
+
+        def score(value):
+            if value is None:
+                return missing
+            x = (value - worst) / span * 100.0
+            return round(0.0 if x <= 0.0 else 100.0 if x >= 100.0 else x, 4)
+    elif s.type == "steps":
+        steps, otherwise = s.steps, s.otherwise
+
+        def score(value):
+            if value is None:
+                return missing
+            x = otherwise
+            for lo, points in steps:
+                if value >= lo:
+                    x = points
+                    break
+            return round(0.0 if x <= 0.0 else 100.0 if x >= 100.0 else x, 4)
+    else:  # max
+        top = s.max
+
+        def score(value):
+            if value is None:
+                return missing
+            x = value / top * 100.0
+            return round(0.0 if x <= 0.0 else 100.0 if x >= 100.0 else x, 4)
+    return score
+
+
+class _ConfigPlan:
+    """One scoring configuration (a segment or the default) compiled against the model's
+    positional component order."""
+
+    __slots__ = ("name", "config", "entries", "norm", "size")
+
+    def __init__(self, config: ScoreConfig, plan: "Plan"):
+        self.name = config.name
+        self.config = config
+        # (component index, measure name, value -> score, restriction predicate or None)
+        self.entries = tuple((plan.index[n], plan.components[plan.index[n]].measure,
+                              plan.scorers[plan.index[n]], plan.restrictions[plan.index[n]])
+                             for n, _, _ in config.entries)
+        # presence key -> normalised weights (see Plan.score); bounded
+        self.norm: dict[int, tuple] = {}
+        self.size = len(plan.order)
+
+    def normalised(self, key: int, codes: list[int]) -> tuple:
+        """(coverage > 1e-12, rounded coverage, effective weight per component index,
+        rounded effective weight per component index) for the presence codes of the entries
+        (0 = restricted out, 1 = no value and no score, 2 = no value but a policy score,
+        3 = a value). Computed with the reference formulas, then cached by ``key``."""
+        cfg = self.config
+        present = [e for e, code in zip(cfg.entries, codes) if code]
+        nominal = _normalise(present, cfg.section_weights)
+        coverage = fsum(nominal[name] for (name, _, _), code in zip(cfg.entries, codes) if code == 3)
+        actual = _normalise([e for e, code in zip(cfg.entries, codes) if code >= 2], cfg.section_weights)
+        size = self.size
+        eff = [0.0] * size
+        rounded = [0.0] * size
+        for (name, _, _), (i, _, _, _) in zip(cfg.entries, self.entries):
+            e = actual.get(name, 0.0)
+            eff[i] = e
+            rounded[i] = round(e, 6)
+        out = (coverage > 1e-12, round(coverage, 4), tuple(eff), tuple(rounded))
+        if len(self.norm) >= 4096:
+            self.norm.clear()
+        self.norm[key] = out
+        return out
+
+
+class Plan:
+    """A health model compiled for fast evaluation (built once per model fingerprint).
+
+    Components are identified by their index in name order (the positional order of the
+    rows kept in the state's ``pub``); measures, scorings and filters are closures; the
+    normalised weights of a configuration are cached per presence pattern. Results are
+    those of the reference formulas (``_normalise``, ``component_score``, ``matches``,
+    ``measures.compute``), bit for bit.
+    """
+
+    def __init__(self, model: HealthModel):
+        self.model = model
+        self.fingerprint = model.fingerprint
+        self.version = model.version
+        self.bands = model.bands
+        self.order: tuple[str, ...] = tuple(sorted(model.components))
+        self.index = {n: i for i, n in enumerate(self.order)}
+        self.components = tuple(model.components[n] for n in self.order)
+        self.scorers = tuple(compile_scoring(c) for c in self.components)
+        self.restrictions = tuple(compile_filter(c.restrict_to) for c in self.components)
+        self.band_limits = tuple(c.bands for c in self.components)
+        self.segments = tuple((compile_filter(seg.filter), _ConfigPlan(seg.config, self))
+                              for seg in model.segments)
+        self.default = _ConfigPlan(model.default, self)
+        self.configs = {cfg.name: cfg for _, cfg in self.segments}
+        self.configs[self.default.name] = self.default
+        by_name, any_usage, tickets, surveys, everything = _index(model)
+        idx = self.index
+        mask = lambda names: sum(1 << idx[n] for n in names)  # noqa: E731
+        self.usage_masks = {k: mask(v) for k, v in by_name.items()}
+        self.any_usage_mask = mask(any_usage)
+        self.ticket_mask = mask(tickets)
+        self.survey_mask = mask(surveys)
+        self.all_mask = mask(everything)
+        self.band_names = {b.name: i for i, b in enumerate(model.bands)}
+        self.alerts = model.alerts
+        self.history_days = model.state.score_history_days
+        # per component threshold rule: the index of its component (None: not a component)
+        self.threshold_index = tuple(idx.get(th.component) for th in model.alerts.component_thresholds)
+        from .codegen import generate
+        from .measures import compiled_measures
+        # run(src, today, attrs, has_data, old, recompute, old_segment): Plan.score as
+        # straight-line code (the engine's path)
+        self.run = generate(self, compiled_measures(model))
+
+    def dependent_mask(self, event: Event) -> int:
+        """:func:`dependent_components` as a bit mask over the component indexes."""
+        kind = event.kind
+        if kind == "usage":
+            return self.usage_masks.get(event.name, self.any_usage_mask)
+        if kind == "ticket":
+            return self.ticket_mask
+        if kind == "survey":
+            return self.survey_mask
+        return self.all_mask
+
+    def choose(self, mv: MeasureValues) -> _ConfigPlan:
+        attrs, get = mv.attrs, mv.get
+        for flt, cfg in self.segments:
+            if flt(attrs, get):
+                return cfg
+        return self.default
+
+    def score(self, mv: MeasureValues, has_data: bool, old: list | None = None, recompute: int = 0,
+              old_segment: str | bool | None = False):
+        """Evaluate: (segment, score, band, coverage, rows, norm) where rows are the positional
+        ``[value, score]`` lists kept in ``pub`` (0 for a component not in the score) and
+        norm the configuration's normalised weights for the rows' presence pattern (see
+        _ConfigPlan.normalised; with them a row gives its ComponentScore).
+
+        ``old``: the previous rows (or ``(value, score)`` pairs); a component outside the
+        ``recompute`` bit mask reuses its previous value and score. With ``old_segment``
+        given (a string: the engine's incremental mode), the previous rows are used only if
+        the segment is the same (else everything is recomputed), and the restriction of a
+        component outside ``recompute`` is not re-evaluated (its inputs did not change: a
+        component absent before stays absent).
+        """
+        cfg = self.choose(mv)
+        incremental = old_segment is not False
+        if incremental and cfg.name != old_segment:
+            old = None
+        if old is None:
+            incremental = False
+        attrs, get = mv.attrs, mv.get
+        items = []
+        codes = []
+        key = 0
+        for i, measure, scorer, restrict in cfg.entries:
+            prev = old[i] if old is not None else 0
+            if incremental and not (recompute >> i) & 1:
+                if not prev:  # restricted out before, so still
+                    codes.append(0)
+                    key <<= 2
+                    continue
+                value, score = prev[0], prev[1]
+                row = prev if len(prev) == 2 else None
+            else:
+                row = None
+                if restrict is not None and not restrict(attrs, get):
+                    codes.append(0)
+                    key <<= 2
+                    continue
+                if prev and not (recompute >> i) & 1:
+                    value, score = prev[0], prev[1]
+                else:
+                    value = get(measure)
+                    score = scorer(value)
+            code = 3 if value is not None else 2 if score is not None else 1
+            codes.append(code)
+            key = (key << 2) | code
+            items.append((i, value, score, row))
+        norm = cfg.norm.get(key)
+        if norm is None:
+            norm = cfg.normalised(key, codes)
+        positive, coverage, eff, _ = norm
+        rows: list = [0] * len(self.order)
+        parts = []
+        for i, value, score, row in items:
+            parts.append(eff[i] * score if score is not None else 0.0)
+            rows[i] = row if row is not None else [None if value is None else round(value, 4), score]
+        total = None
+        if has_data and positive:
+            total = round(fsum(parts), 2)
+            total = min(max(total, 0.0), 100.0)
+        return cfg.name, total, band_of(self.bands, total), coverage, rows, norm
+
+    def norm_of(self, segment: str, rows: list) -> tuple | None:
+        """The normalised weights of ``[value, score]`` rows evaluated under ``segment``."""
+        cfg = self.configs.get(segment)
+        if cfg is None:
+            return None
+        codes = []
+        key = 0
+        for i, _, _, _ in cfg.entries:
+            row = rows[i]
+            code = 0 if not row else 3 if row[0] is not None else 2 if row[1] is not None else 1
+            codes.append(code)
+            key = (key << 2) | code
+        norm = cfg.norm.get(key)
+        return norm if norm is not None else cfg.normalised(key, codes)
+
+    def components_of(self, rows: list, segment: str | None = None, norm: tuple | None = None
+                      ) -> dict[str, ComponentScore]:
+        """The ComponentScores of positional pub rows: ``[value, score]`` (weight and
+        contribution from the normalised weights ``norm`` of the rows' pattern under
+        ``segment``, as the evaluation computed them) or, as stored before, ``[value, score,
+        weight, contribution]``."""
+        out = {}
+        new, cls = _new, ComponentScore
+        set_value, set_score, set_band, set_weight, set_contribution = (
+            _set_value, _set_score, _set_band, _set_weight, _set_contribution)
+        eff = rounded = None
+        for i, (name, row, lim) in enumerate(zip(self.order, rows, self.band_limits)):
+            if row:
+                if len(row) == 2:
+                    if eff is None:
+                        if norm is None:
+                            norm = self.norm_of(segment, rows)
+                        eff, rounded = norm[2], norm[3]
+                    value, score = row
+                    weight = rounded[i]
+                    contrib = round(eff[i] * score if score is not None else 0.0, 4)
+                else:
+                    value, score, weight, contrib = row
+                c = new(cls)
+                set_value(c, value)
+                set_score(c, score)
+                if lim is None or score is None:
+                    set_band(c, None)
+                else:
+                    set_band(c, "good" if score >= lim[1] else "average" if score >= lim[0] else "bad")
+                set_weight(c, weight)
+                set_contribution(c, contrib)
+                out[name] = c
+        return out
+
+    def account_score(self, account_id: str, segment: str, total, band, coverage, rows,
+                      norm: tuple | None = None) -> AccountScore:
+        return AccountScore(account_id, total, band, segment, coverage, self.components_of(rows, segment, norm),
+                            self.version, self.fingerprint)
+
+
+_PLANS: dict[str, Plan] = {}
+
+
+def plan_of(model: HealthModel) -> Plan:
+    """The compiled plan of a model (cached per fingerprint)."""
+    plan = _PLANS.get(model.fingerprint)
+    if plan is None:
+        plan = Plan(model)
+        if len(_PLANS) > 64:
+            _PLANS.clear()
+        _PLANS[model.fingerprint] = plan
+    return plan
 
 
 # --------------------------------------------------------- incremental rescoring

@@ -32,6 +32,7 @@ of duplicate deliveries within the allowed lateness give the same state-derived 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import floor
 from typing import Any
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
@@ -56,6 +57,27 @@ def classify_time(occurred_at: float, kind: str, now: float, retention_start: in
     if kind != "account" and occurred_at < retention_start * DAY:
         return EXPIRED
     return None
+
+
+_KEY_HOURS: dict[str, int] = {}  # fingerprint key ("u1392") -> hour (1392): the keys recur across accounts
+
+
+def _key_hour(key: str) -> int:
+    hour = int(key[1:])
+    if len(_KEY_HOURS) >= 65536:
+        _KEY_HOURS.clear()
+    _KEY_HOURS[key] = hour
+    return hour
+
+
+def _last_hour_before(cutoff: float) -> int:
+    """The largest integer h with (h + 1) * HOUR <= cutoff (compared exactly)."""
+    h = floor(cutoff / HOUR) - 1
+    while (h + 2) * HOUR <= cutoff:
+        h += 1
+    while (h + 1) * HOUR > cutoff:
+        h -= 1
+    return h
 
 
 def _add(series: dict[str, list], key: str, i: int, x: int) -> None:
@@ -88,20 +110,33 @@ class AccountState:
         d: dict[str, Any] = {"d0": self.d0}
         if self.wm:
             d["wm"] = self.wm
-        for key in ("fp", "uc", "uv", "us", "ft", "tk", "sv", "at", "al"):
-            v = getattr(self, key)
-            if v:
-                d[key] = v
+        if self.fp:
+            d["fp"] = self.fp
+        if self.uc:
+            d["uc"] = self.uc
+        if self.uv:
+            d["uv"] = self.uv
+        if self.us:
+            d["us"] = self.us
+        if self.ft:
+            d["ft"] = self.ft
+        if self.tk:
+            d["tk"] = self.tk
+        if self.sv:
+            d["sv"] = self.sv
+        if self.at:
+            d["at"] = self.at
+        if self.al:
+            d["al"] = self.al
         if self.pub is not None:
             d["pub"] = self.pub
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AccountState":
-        return cls(d0=d.get("d0", 0), wm=d.get("wm", {}), fp=d.get("fp", {}), uc=d.get("uc", {}),
-                   uv=d.get("uv", {}), us=d.get("us", {}), ft=d.get("ft", {}),
-                   tk=d.get("tk", {}), sv=d.get("sv", {}), at=d.get("at", {}), pub=d.get("pub"),
-                   al=d.get("al", {}))
+        get = d.get
+        return cls(get("d0", 0), get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), get("us", {}),
+                   get("ft", {}), get("tk", {}), get("sv", {}), get("at", {}), get("pub"), get("al", {}))
 
     @classmethod
     def new(cls, now: float, cfg: StateConfig) -> "AccountState":
@@ -150,38 +185,57 @@ class AccountState:
         if not self.wm or not self.fp:
             return
         base = cfg.allowed_lateness_seconds + self.d0 * DAY
-        cutoffs = {kind[0]: wm - base for kind, wm in self.wm.items()}
-        for h in [h for h in self.fp if (int(h[1:]) + 1) * HOUR <= cutoffs.get(h[0], float("-inf"))]:
-            del self.fp[h]
+        # kind initial -> the last hour wholly before the kind's cutoff: (h + 1) * HOUR <= cutoff
+        last = {kind[0]: _last_hour_before(wm - base) for kind, wm in self.wm.items()}
+        hours = _KEY_HOURS
+        dead = None
+        for h in self.fp:
+            x = last.get(h[0])
+            if x is not None:
+                hour = hours.get(h)
+                if hour is None:
+                    hour = _key_hour(h)
+                if hour <= x:
+                    if dead is None:
+                        dead = [h]
+                    else:
+                        dead.append(h)
+        if dead is not None:
+            for h in dead:
+                del self.fp[h]
 
     # ------------------------------------------------------------------ apply
     def apply(self, event, now: float, cfg: StateConfig) -> str:
         """Fold one event in; returns its outcome (applied, duplicate, late, expired, future)."""
         ts = event.occurred_at
         kind = event.kind
-        reason = classify_time(ts, kind, now, self.d0, cfg)
-        if reason is not None:
-            return reason
+        d0 = self.d0
+        # classify_time's rules, inlined (this runs for every event)
+        if ts > now + cfg.max_future_skew_seconds:
+            return FUTURE
+        if kind != "account" and ts < d0 * DAY:
+            return EXPIRED
         wm = self.wm.get(kind)
         if wm is not None and ts < wm - cfg.allowed_lateness_seconds:
             return LATE
         fpr = fingerprint(event.event_id)
-        hkey = kind[0] + str(hour_of(ts) - self.d0 * 24)
-        seen = self.fp.get(hkey)
+        hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # hour_of(ts) - d0 * 24
+        fp = self.fp
+        seen = fp.get(hkey)
         if seen is None:
-            self.fp[hkey] = fpr
+            fp[hkey] = fpr
         else:
             i = seen.find(fpr)
             while i >= 0:
                 if i % FINGERPRINT_CHARS == 0:
                     return DUPLICATE
                 i = seen.find(fpr, i + 1)
-            self.fp[hkey] = seen + fpr
+            fp[hkey] = seen + fpr
         if wm is None or ts > wm:
             self.wm[kind] = ts
-        day = day_of(ts)
+        day = int(ts // DAY)  # day_of(ts)
         if kind == "usage":
-            self._usage(event, day - self.d0, day)
+            self._usage(event, day - d0, day)
         elif kind == "ticket":
             self._ticket(event)
         elif kind == "survey":
@@ -191,15 +245,22 @@ class AccountState:
         return APPLIED
 
     def _usage(self, e: UsageEvent, i: int, day: int) -> None:
-        _add(self.uc, e.name, i, 1)
+        name = e.name
+        arr = self.uc.get(name)  # _add(self.uc, name, i, 1), inlined
+        if arr is None:
+            arr = self.uc[name] = [0] * (i + 1)
+        elif i >= len(arr):
+            arr.extend([0] * (i - len(arr) + 1))
+        arr[i] += 1
         if e.value is not None:
-            _add(self.uv, e.name, i, to_centi(e.value))
+            _add(self.uv, name, i, to_centi(e.value))
         if e.user_id is not None:
             u = fingerprint(e.user_id)
             if self.us.get(u, -1) < day:
                 self.us[u] = day
-        if e.feature is not None and self.ft.get(e.feature, -1) < day:
-            self.ft[e.feature] = day
+        feature = e.feature
+        if feature is not None and self.ft.get(feature, -1) < day:
+            self.ft[feature] = day
 
     def _ticket(self, e: TicketEvent) -> None:
         ts = minute_of(e.occurred_at) - self.d0 * MINUTES_PER_DAY
@@ -245,41 +306,85 @@ class AccountState:
     # ------------------------------------------------- measure primitives
     # (the MeasureSource protocol of streams.core.measures; callers advance() first)
     def count(self, names, lo: int, hi: int | None = None) -> int:
-        a = max(lo - self.d0, 0)
-        b = None if hi is None else max(hi - self.d0, 0)
+        a = lo - self.d0
+        if a < 0:
+            a = 0
         series = self.uc
-        if names is None:
-            return sum(sum(arr[a:b]) for arr in series.values())
-        return sum(sum(series[n][a:b]) for n in names if n in series)
+        total = 0
+        if hi is None:
+            if names is None:
+                for arr in series.values():
+                    total += sum(arr[a:])
+            else:
+                for n in names:
+                    arr = series.get(n)
+                    if arr is not None:
+                        total += sum(arr[a:])
+            return total
+        b = hi - self.d0
+        if b < 0:
+            b = 0
+        for arr in (series.values() if names is None else [series[n] for n in names if n in series]):
+            total += sum(arr[a:b])
+        return total
 
     def value(self, names, lo: int, hi: int | None = None) -> tuple[int, int]:
-        a = max(lo - self.d0, 0)
+        a = lo - self.d0
+        if a < 0:
+            a = 0
         b = None if hi is None else max(hi - self.d0, 0)
-        keys = self.uc.keys() if names is None else [n for n in names if n in self.uc]
-        return (sum(sum(self.uv.get(n, ())[a:b]) for n in keys), sum(sum(self.uc[n][a:b]) for n in keys))
+        uc, uv = self.uc, self.uv
+        s = n = 0
+        for name in (uc if names is None else names):
+            arr = uc.get(name)
+            if arr is not None:
+                n += sum(arr[a:b])
+                vals = uv.get(name)
+                if vals is not None:
+                    s += sum(vals[a:b])
+        return s, n
 
     def users(self, lo: int) -> int:
-        return sum(1 for d in self.us.values() if d >= lo)
+        n = 0
+        for d in self.us.values():
+            if d >= lo:
+                n += 1
+        return n
 
     def features(self, lo: int) -> set[str]:
         return {f for f, d in self.ft.items() if d >= lo}
 
     def last_usage_day(self, names) -> int | None:
-        keys = self.uc.keys() if names is None else [n for n in names if n in self.uc]
-        days = [self.d0 + len(self.uc[n]) - 1 for n in keys if self.uc[n]]
-        return max(days) if days else None
+        # series are never empty and end on their last day with an event
+        uc = self.uc
+        longest = 0
+        for arr in (uc.values() if names is None else [uc[n] for n in names if n in uc]):
+            if len(arr) > longest:
+                longest = len(arr)
+        return self.d0 + longest - 1 if longest else None
 
     def last_kind_day(self, kind: str) -> int | None:
         if kind == "usage":
             return self.last_usage_day(None)
         if kind == "ticket":
-            return self.d0 + max(t[T_LAST] for t in self.tk.values()) // MINUTES_PER_DAY if self.tk else None
+            if not self.tk:
+                return None
+            last = None
+            for t in self.tk.values():
+                x = t[T_LAST]
+                if last is None or x > last:
+                    last = x
+            return self.d0 + last // MINUTES_PER_DAY
         if kind == "survey":
-            return max(int(k) for k in self.sv) if self.sv else None
+            return max(map(int, self.sv)) if self.sv else None
         return None
 
     def open_tickets(self) -> int:
-        return sum(1 for t in self.tk.values() if t[T_RANK] in OPEN_RANKS)
+        n = 0
+        for t in self.tk.values():
+            if t[T_RANK] in OPEN_RANKS:
+                n += 1
+        return n
 
     def ticket_durations(self, lo: int, end_field: int) -> tuple[int, int]:
         """(sum of minutes from opened to first response / resolution, tickets) for the
@@ -305,12 +410,15 @@ class AccountState:
 
     def surveys(self, lo: int) -> list[int]:
         """[csat sum (thousandths), csat answers, promoters, passives, detractors] since day lo."""
-        out = [0, 0, 0, 0, 0]
+        c0 = c1 = c2 = c3 = c4 = 0
         for k, b in self.sv.items():
             if int(k) >= lo:
-                for i in range(5):
-                    out[i] += b[i]
-        return out
+                c0 += b[0]
+                c1 += b[1]
+                c2 += b[2]
+                c3 += b[3]
+                c4 += b[4]
+        return [c0, c1, c2, c3, c4]
 
     def attributes(self) -> dict[str, Any]:
         return {k: v[0] for k, v in self.at.items() if v[0] is not None}
