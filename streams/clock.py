@@ -13,6 +13,10 @@ class Clock:
     def now(self) -> float:
         return time.time()
 
+    def wall(self) -> float:
+        """Real time, whatever now() says: latency is measured against Kafka's record timestamps."""
+        return time.time()
+
     def monotonic(self) -> float:
         return time.monotonic()
 

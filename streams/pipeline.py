@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 import faust
 from faust.web import Request, Response, View
@@ -16,13 +17,15 @@ from faust.web import Request, Response, View
 from streams.batching import HealthApp, RecordBatch, in_partition
 from streams.clock import Clock
 from streams.core.model_loader import ModelError, load_model, parse_model
-from streams.metrics import HealthMetrics
+from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
 from streams.readmodel import ReadModel
 from streams.readmodel_sink import ReadModelSink
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+GAUGES_SECONDS = 10.0  # how often the portfolio and consumer lag gauges are refreshed
 
 
 class Pipeline:
@@ -63,7 +66,7 @@ class Pipeline:
             result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
                                             self._load, now)
             await self.commit(result)
-        self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.now())
+        self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.wall())
 
     def _load(self, account_id: str) -> bytes | None:
         return self.table.get(account_id.encode())
@@ -110,10 +113,29 @@ class Pipeline:
                         self.processor.reevaluate(account_id, partition, stored, now, cause, result)
                         rescored += 1
                 await self.commit(result)
-            self.metrics.on_batch(result, 0.0, self.clock.now())
+            self.metrics.on_batch(result, 0.0, self.clock.wall())
             await asyncio.sleep(0)
         self.metrics.on_rescore(cause, rescored, self.clock.monotonic() - started)
         return rescored
+
+    # ------------------------------------------------------------------ gauges
+    async def refresh_gauges(self) -> None:
+        """Accounts per band and segment over this worker's active partitions, and consumer lag.
+        The index follows the batches' score updates; a newly owned partition is scanned once."""
+        app = self.app
+        if app.rebalancing or app.in_recovery or app.consumer is None:
+            return  # the table is complete only after recovery; on_assigned dropped the revoked partitions
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+        index = self.metrics.index
+        index.retain(owned)
+        missing = index.missing(owned)
+        if missing and not await scan_partitions(index, self.table.data, missing, self.settings.partitions,
+                                                 lambda: app.rebalancing):
+            return
+        self.metrics.active_partitions.set(len(owned))
+        self.metrics.publish_portfolio()
+        self.metrics.publish_lag(consumer_lag(app.consumer, self.kinds))
+        self.metrics.gauges_refreshed.set(time.time())
 
     async def check_model_file(self) -> None:
         mtime = _mtime(self.settings.model_path)
@@ -133,7 +155,7 @@ class Pipeline:
             return
         log.info("rolling out health model %s (was %s)", model.version, self.model.version)
         self.model = self.processor.model = model
-        self.metrics.model_info.info({"version": model.version, "fingerprint": model.fingerprint})
+        self.metrics.on_model(model)
         await self.reevaluate_owned("model")
 
     async def check_copartitioning(self) -> None:
@@ -205,7 +227,7 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     app.startup_checks = (pipeline.check_copartitioning,)
     app.batch_topics = frozenset(pipeline.kinds)
     app.batch_handler = pipeline.on_batch
-    metrics.model_info.info({"version": pipeline.model.version, "fingerprint": pipeline.model.fingerprint})
+    metrics.on_model(pipeline.model)
 
     @app.timer(interval=settings.reevaluate_seconds, on_leader=False)
     async def reevaluate_accounts() -> None:
@@ -214,6 +236,14 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     @app.timer(interval=5.0)
     async def watch_model_file() -> None:
         await pipeline.check_model_file()
+
+    @app.timer(interval=GAUGES_SECONDS)
+    async def refresh_gauges() -> None:
+        await pipeline.refresh_gauges()
+
+    @app.on_partitions_assigned.connect
+    async def partitions_assigned(app, assigned, **kwargs) -> None:
+        metrics.on_assigned({tp.partition for tp in assigned if tp.topic == pipeline.anchor_topic})
 
     @app.task
     async def read_model_sink() -> None:

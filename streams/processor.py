@@ -29,8 +29,8 @@ from streams.core.engine import AccountUpdate, apply_events, last_score, needs_r
 from streams.core.model import HealthModel
 from streams.core.state import AccountState
 
-MAX_EVENT_IDS = 5  # per score update (alerts carry up to 20); kept in the table value
-MAX_CHANGES = 5  # components in a score update's explanation
+MAX_EVENT_IDS = 3  # per score update (alerts carry up to 20); kept in the table value, which must stay small
+MAX_CHANGES = 3  # components in a score update's explanation, the largest changes first
 
 
 def partition_for(account_id: str, partitions: int) -> int:
@@ -58,6 +58,8 @@ class BatchResult:
     score_causes: Counter = field(default_factory=Counter)  # cause -> score updates
     alerts: Counter = field(default_factory=Counter)  # alert type -> count
     source_timestamps_ms: list[int] = field(default_factory=list)  # of the records behind each score update
+    scores: dict[str, tuple[int, float | None, str | None, str]] = field(default_factory=dict)
+    # account -> (partition, score, band, segment) of its new score, for the band and segment gauges
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,21 +160,23 @@ class HealthProcessor:
             }
             envelope.published = True
             result.score_causes[cause] += 1
+            score = update.score
+            result.scores[account_id] = (partition, score.score, score.band, score.segment)
             if newest_ts is not None:
                 result.source_timestamps_ms.append(newest_ts)
         envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
         for alert in update.alerts:
             result.alerts[alert.type] += 1
         result.writes[account_id] = (partition, envelope.dump())
-        self._publish_outbox(envelope, account_id, partition, result)
+        self._publish_outbox(envelope, account_id, partition, result, score=update.score)
 
     def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult,
-                        pub: dict | None = None) -> None:
+                        pub: dict | None = None, score=None) -> None:
         """The outputs of the envelope's last write: its score update (if it changed the score) and alerts.
         `pub`: the stored score, when the state has been folded further since that write."""
         key = account_id.encode()
         if envelope.published:
-            record = score_record(envelope, account_id, self.model, pub)
+            record = score_record(envelope, account_id, self.model, pub, score)
             result.outputs.append(Output(self.topics.scores, partition, key, orjson.dumps(record)))
         for alert in envelope.alerts:
             result.outputs.append(Output(self.topics.alerts, partition, key, orjson.dumps(alert)))
@@ -194,10 +198,12 @@ class _Published:
         self.pub = pub
 
 
-def score_record(envelope: "Envelope", account_id: str, model: HealthModel, pub: dict | None = None) -> dict:
+def score_record(envelope: "Envelope", account_id: str, model: HealthModel, pub: dict | None = None,
+                 score=None) -> dict:
     """The score update of the envelope's last published score, rebuilt from the stored state,
     so a re-publication after a crash has exactly the content of the first."""
-    score = last_score(_Published(pub) if pub is not None else envelope.state, account_id, model)
+    if score is None:  # rebuilt from the stored score: the same as the core returned when it was new
+        score = last_score(_Published(pub) if pub is not None else envelope.state, account_id, model)
     meta = envelope.meta
     previous = envelope.previous
     return outputs.score_update(
