@@ -157,12 +157,7 @@ def show(account_id: str) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_model(path: Path) -> None:
     """Validate a health model file; print every problem with the path of the field."""
-    from streams.core import ModelError, load_model
-
-    try:
-        model = load_model(path)
-    except ModelError as err:
-        raise click.ClickException(str(err))
+    model = _load_model(path)
     segments = ", ".join(s.name for s in model.segments) or "default only"
     click.echo(f"{path}: valid, version {model.version}: {len(model.components)} components, "
                f"bands {', '.join(b.name for b in model.bands)}; segments: {segments}")
@@ -175,12 +170,7 @@ def publish_model(path: Path) -> None:
     import orjson
     from aiokafka import AIOKafkaProducer
 
-    from streams.core import ModelError, load_model
-
-    try:
-        model = load_model(path)
-    except ModelError as err:
-        raise click.ClickException(str(err))
+    model = _load_model(path)
     settings = Settings.from_env()
 
     async def send():
@@ -200,14 +190,10 @@ def publish_model(path: Path) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def what_if(path: Path) -> None:
     """Score the current account state under another model file; print the bands before and after."""
-    from streams.core import ModelError, load_model
     from streams.whatif import compare, read_states
 
     settings = Settings.from_env()
-    try:
-        current, candidate = load_model(settings.model_path), load_model(path)
-    except ModelError as err:
-        raise click.ClickException(str(err))
+    current, candidate = _load_model(settings.model_path), _load_model(path)
     states = asyncio.run(read_states(settings))
     if not states:
         raise click.ClickException(f"no account state in {settings.app_id}-accounts-changelog: is a worker running?")
@@ -217,6 +203,16 @@ def what_if(path: Path) -> None:
     for name in report.bands:
         click.echo(f"{name:<18}{report.before.get(name, 0):>8}{report.after.get(name, 0):>8}")
     click.echo(f"{report.moved} accounts change band; mean score {report.mean_before:.1f} -> {report.mean_after:.1f}")
+
+
+def _load_model(path: Path):
+    """The model at `path`, or a clean exit listing every problem with the path of its field."""
+    from streams.core import ModelError, load_model
+
+    try:
+        return load_model(path)
+    except ModelError as err:
+        raise click.ClickException(str(err))
 
 
 def _counts(counts: dict[str, int]) -> str:

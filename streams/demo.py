@@ -24,6 +24,7 @@ from streams.publisher import publish
 from streams.readmodel import ReadModel
 from streams.settings import Settings, Topics
 from streams.simulator import CustomerMix, customer_base, history, live
+from streams.topics import create_topics
 
 RESET, BOLD, RED, GREEN, YELLOW, DIM = "\033[0m", "\033[1m", "\033[31m", "\033[32m", "\033[33m", "\033[2m"
 BAND_COLOUR = {"Healthy": GREEN, "At Risk": YELLOW, "Needs Attention": RED}
@@ -100,20 +101,6 @@ async def run_demo(accounts: int, mix: CustomerMix, speed: float, history_days: 
         except subprocess.TimeoutExpired:
             worker.kill()
         say.line(f"demo stopped; topics demo-{run}.*, Redis keys demo-{run}:*")
-
-
-async def create_topics(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    t = settings.topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
-        await admin.create_topics([NewTopic(name, settings.partitions, 1) for name in keyed]
-                                  + [NewTopic(t.control, 1, 1)])
-    finally:
-        await admin.close()
 
 
 def start_worker(settings: Settings, topic_prefix: str, workdir: Path, clock_path: Path) -> subprocess.Popen:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -32,22 +31,12 @@ from streams.core.days import DAY  # noqa: E402
 from streams.publisher import publish  # noqa: E402
 from streams.settings import Settings, Topics  # noqa: E402
 from streams.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
+from streams.topics import create_topics  # noqa: E402
 
 
 def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:
     return Settings(app_id=prefix, broker=f"kafka://{bootstrap}", partitions=partitions,
                     topics=Topics.from_env(f"{prefix}."), redis_prefix=prefix)
-
-
-async def create_topics(settings: Settings) -> None:
-    t = settings.topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
-    try:
-        keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
-        await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in keyed] + [NewTopic(t.control, 1, 1)])
-    finally:
-        await admin.close()
 
 
 def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict]:

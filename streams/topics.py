@@ -1,0 +1,24 @@
+"""Creating the worker's topics ahead of it, as an operator (or the demo and the benchmark) would."""
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+async def create_topics(settings: Settings, replication: int = 1) -> None:
+    """Every account-keyed topic with the table's partition count; the control topic with one.
+    Topics that exist already are left as they are (the worker checks their size at start)."""
+    t = settings.topics
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
+        wanted = [NewTopic(n, settings.partitions, replication) for n in keyed if n not in existing]
+        if t.control not in existing:
+            wanted.append(NewTopic(t.control, 1, replication))
+        if wanted:
+            await admin.create_topics(wanted)
+    finally:
+        await admin.close()
