@@ -197,7 +197,9 @@ def what_if(path: Path) -> None:
     states = asyncio.run(read_states(settings))
     if not states:
         raise click.ClickException(f"no account state in {settings.app_id}-accounts-changelog: is a worker running?")
-    report = compare(states, current, candidate, time.time())
+    from streams.clock import clock_from
+
+    report = compare(states, current, candidate, clock_from(settings.clock_file).now())  # the workers' clock
     click.echo(f"{len(states)} accounts; {current.version} -> {candidate.version}")
     click.echo(f"{'band':<18}{'before':>8}{'after':>8}")
     for name in report.bands:

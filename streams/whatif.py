@@ -9,6 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.core import AccountState, HealthModel, current_score
 from streams.processor import decode_state
@@ -22,11 +23,7 @@ async def read_states(settings: Settings) -> dict[str, AccountState]:
     await consumer.start()
     latest: dict[bytes, bytes | None] = {}
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()  # refresh metadata once
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
         if not tps:
             return {}
         consumer.assign(tps)
@@ -48,6 +45,16 @@ async def read_states(settings: Settings) -> dict[str, AccountState]:
         if state is not None:
             states[key.decode()] = state
     return states
+
+
+async def _partitions(settings: Settings, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return [p["partition"] for p in described["partitions"]]
 
 
 @dataclass

@@ -106,3 +106,24 @@ def wait_until_equal(bootstrap: str, topic: str, twin: dict, timeout: float, ali
             await consumer.stop()
 
     return asyncio.run(follow())
+
+
+def read_all(bootstrap: str, topic: str, idle_ms: int = 1000) -> list[dict]:
+    """Everything in the topic now: read from the start until a poll brings nothing for `idle_ms`."""
+    from aiokafka import AIOKafkaConsumer
+
+    async def read():
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                    group_id=None, enable_auto_commit=False)
+        await consumer.start()
+        out: list[dict] = []
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=idle_ms)
+                if not batch:
+                    return out
+                out += [orjson.loads(r.value) for part in batch.values() for r in part]
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())

@@ -11,7 +11,7 @@ import pytest
 from streams.core import load_model, score_all
 from streams.settings import DEFAULT_MODEL
 from tests.harness import Worker
-from tests.integration.pipeline_helpers import (NOW, clock_file, deliveries, event_log, publish, read_topic,
+from tests.integration.pipeline_helpers import (NOW, clock_file, deliveries, event_log, publish, read_all,
                                                 wait_until_equal)
 
 pytestmark = pytest.mark.broker
@@ -71,7 +71,7 @@ def test_killed_and_restarted_worker_still_ends_equal_to_the_twin(stack, worker_
         worker.kill()  # SIGKILL: no flush, no commit, no goodbye
     with Worker(env, tmp_path, "--without-web", name="worker-final") as worker:
         records = wait_until_equal(stack.bootstrap, f"{unique}.scores", twin, timeout=180, alive=worker.alive)
-    alerts = read_topic(stack.bootstrap, f"{unique}.alerts", timeout=10)
+    alerts = read_all(stack.bootstrap, f"{unique}.alerts")
     by_id: dict[str, dict] = {}
     for alert in alerts:
         assert by_id.setdefault(alert["id"], alert) == alert, f"alert {alert['id']} published with two contents"
