@@ -32,7 +32,8 @@ class RecordBatch:
     records: list[Any]
 
 
-BatchHandler = Callable[[list[RecordBatch]], Awaitable[None]]
+# handler(batches, generation) -> True when processed (then acked); False to drop them unacked
+BatchHandler = Callable[[list[RecordBatch], int], Awaitable[bool]]
 
 
 class _PartitionEvent:
@@ -101,6 +102,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                     await self.perform_seek()
                     continue
                 batches: list[RecordBatch] = []
+                generation = self.app.consumer_generation_id  # a rebalance after this fences the batch
                 for tp, tp_records in records.items():
                     if active is not None and tp not in active and tp not in self._buffered_partitions:
                         continue
@@ -122,8 +124,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         for record in fresh:
                             await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
                     set_read_offset(tp, read)
-                if batches:
-                    await handler(batches)
+                if batches and await handler(batches, generation):
                     for batch in batches:
                         self.ack_batch(batch)
                 if self._commit_every is not None and self._n_acked >= self._commit_every:

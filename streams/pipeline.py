@@ -59,14 +59,26 @@ class Pipeline:
         self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------------ hot path
-    async def on_batch(self, batches: list[RecordBatch]) -> None:
+    def settled(self, generation: int | None = None) -> bool:
+        """No rebalance or table recovery under way (and still the given consumer generation):
+        only then may this worker write the accounts of the partitions it owns."""
+        app = self.app
+        return (not app.rebalancing and not app.in_recovery and app.tables.recovery.completed.is_set()
+                and (generation is None or app.consumer_generation_id == generation))
+
+    async def on_batch(self, batches: list[RecordBatch], generation: int) -> bool:
         started = self.clock.monotonic()
         async with self.lock:
+            if not self.settled(generation):
+                # fetched before a rebalance: the partitions may belong to another worker now;
+                # unacked, the records are read again by whoever owns them after the seek
+                return False
             now = self.clock.now()
             result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
                                             self._load, now)
             await self.commit(result)
         self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.wall())
+        return True
 
     def _load(self, account_id: str) -> bytes | None:
         return self.table.get(account_id.encode())
@@ -92,6 +104,9 @@ class Pipeline:
     async def reevaluate_owned(self, cause: str) -> int:
         """Rescore the accounts of this worker's partitions whose windows slid or whose model changed."""
         started = self.clock.monotonic()
+        if not self.settled():  # during recovery a table holds old values: rescoring them would roll back
+            return 0
+        generation = self.app.consumer_generation_id
         owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
         if not owned:
             return 0
@@ -102,6 +117,8 @@ class Pipeline:
         keys = list(self.table.data.keys())
         for start in range(0, len(keys), 1000):
             async with self.lock:
+                if not self.settled(generation):
+                    break  # a rebalance started: the next run sweeps what this worker then owns
                 result = BatchResult()
                 for key in keys[start:start + 1000]:
                     account_id = key.decode()
@@ -206,7 +223,7 @@ class Pipeline:
             if message.get("type") != "model":
                 return
             model = parse_model(yaml.safe_load(message["yaml"]), source=f"{self.settings.topics.control} message")
-        except (ModelError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+        except (ModelError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
             self.metrics.model_errors.inc()
             log.error("model on the control topic refused, keeping version %s: %s", self.model.version, err)
             return

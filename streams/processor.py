@@ -88,6 +88,8 @@ class HealthProcessor:
             kind = self.input_kinds[topic]
             for record in records:
                 try:
+                    if record.value is None:  # a tombstone: nothing to decode, but it must not stop the worker
+                        raise InvalidEvent("", "a JSON object", "message: expected a JSON object, got a null value")
                     event = decode_event(record.value, kind, max_bytes=self.max_event_bytes)
                 except InvalidEvent as err:
                     result.outcomes[(kind, "dead_lettered")] += 1

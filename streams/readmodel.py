@@ -17,13 +17,13 @@ APPLY_UPDATE = """
 local prefix, account, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local score, band, at_ms, history_len = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
 local key = prefix .. ':account:' .. account
-local history = prefix .. ':history:' .. account
+local current = tonumber(redis.call('HGET', key, 'seq') or '-1')
+if seq <= current then return 0 end
 if score ~= '' then
+  local history = prefix .. ':history:' .. account
   redis.call('ZADD', history, at_ms, seq .. ':' .. score)
   redis.call('ZREMRANGEBYRANK', history, 0, -history_len - 1)
 end
-local current = tonumber(redis.call('HGET', key, 'seq') or '-1')
-if seq <= current then return 0 end
 local old_band = redis.call('HGET', key, 'band')
 if old_band and old_band ~= '' and old_band ~= band then
   redis.call('SREM', prefix .. ':band:' .. old_band, account)

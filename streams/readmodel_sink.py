@@ -11,6 +11,7 @@ import logging
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from streams.readmodel import ReadModel
@@ -47,7 +48,10 @@ class ReadModelSink:
                 await self._apply_until_done(updates, stopping)
                 if stopping.is_set() and self.backlog:
                     return  # not applied: leave the offsets uncommitted, the next start replays them
-                await consumer.commit()
+                try:
+                    await consumer.commit()
+                except KafkaError as exc:  # e.g. left the group during a long Redis outage: replays are harmless
+                    log.warning("read model sink could not commit (%s); its records will be applied again", exc)
         finally:
             await consumer.stop()
 

@@ -113,12 +113,13 @@ def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(model):
     home = partition_for("acme", N)
     raw = [b"\xff\xfenot json", orjson.dumps({**good, "account_id": 42}), orjson.dumps({**good, "kind": "webinar"}),
            orjson.dumps({**good, "occurred_at": "2099-01-01T00:00:00Z"}), b"{" + b" " * 70000 + b"}",
-           orjson.dumps(good)]
+           orjson.dumps(good), None]
     records = [SimpleNamespace(key=b"acme", value=v, offset=i, timestamp=0) for i, v in enumerate(raw)]
     result = proc.process([("in.usage", home, records)], lambda a: None, 20058 * DAY + 12 * 3600)
     letters = [orjson.loads(o.value) for o in result.dead_letters]
     reasons = {letter["offset"]: letter["reason"] for letter in letters}
-    assert set(reasons) == {0, 1, 2, 3, 4}
+    assert set(reasons) == {0, 1, 2, 3, 4, 6}
+    assert "null" in reasons[6]  # a tombstone is dead-lettered, not a crash
     assert "JSON" in reasons[0] and reasons[1].startswith("account_id") and reasons[2].startswith("kind")
     assert reasons[3].startswith("occurred_at") and "ahead" in reasons[3]
     assert "65536" in reasons[4] or "bytes" in reasons[4]
