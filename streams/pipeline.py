@@ -86,11 +86,16 @@ class Pipeline:
     async def commit(self, result: BatchResult) -> None:
         """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
         pending = []
+        # the memory store forgets a revoked partition's keys by this index, which Faust fills only
+        # when it recovers a key from the changelog: written here, a key is registered here
+        key_partition = getattr(self.table.data, "_key_partition", None)
         for account_id, (partition, value) in result.writes.items():
             key = account_id.encode()
             with in_partition(self.anchor_topic, partition):
                 self.table.data[key] = value
                 pending.append(self.table.send_changelog(partition, key, value))
+            if key_partition is not None:
+                key_partition[key] = partition
         if pending:
             await asyncio.gather(*pending)
         producer = self.app.producer
