@@ -111,9 +111,15 @@ def simulate(accounts: int, healthy: float, declining: float, churning: float, d
 @click.option("--seed", default=0, show_default=True)
 def demo(accounts: int, speed: float, history_days: int, duration: float | None, seed: int) -> None:
     """Live demo on the local stack: a worker, a simulated customer base, band changes and alerts as they happen."""
+    import signal
+
     from streams.demo import run_demo
     from streams.simulator import CustomerMix
 
+    def interrupt(*_):  # SIGTERM (e.g. from `timeout` or a supervisor) stops the demo like Ctrl-C: worker too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         asyncio.run(run_demo(accounts, CustomerMix(), speed, history_days, duration, seed))
     except KeyboardInterrupt:

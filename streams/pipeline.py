@@ -189,11 +189,15 @@ class Pipeline:
         await admin.start()
         try:
             names = [*self.kinds, self.settings.topics.scores, self.settings.topics.alerts]
-            described = await admin.describe_topics(names)
+            for _ in range(20):  # a topic created a moment ago may not show its partitions yet
+                described = await admin.describe_topics(names)
+                sizes = {t["topic"]: len(t["partitions"]) for t in described}
+                if all(sizes.values()):
+                    break
+                await asyncio.sleep(0.5)
         finally:
             await admin.close()
-        wrong = {t["topic"]: len(t["partitions"]) for t in described
-                 if len(t["partitions"]) != self.settings.partitions}
+        wrong = {topic: n for topic, n in sizes.items() if n != self.settings.partitions}
         if wrong:
             message = (f"topics {wrong} do not have HEALTH_PARTITIONS={self.settings.partitions} partitions: every "
                        f"topic keyed by account_id must have the table's partition count (co-partitioning); "
