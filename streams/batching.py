@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterator
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -32,7 +33,7 @@ class RecordBatch:
     records: list[Any]
 
 
-# handler(batches, generation) -> True when processed (then acked); False to drop them unacked
+# handler(batches, generation) -> True when processed (then acked); False to refuse them: they are read again
 BatchHandler = Callable[[list[RecordBatch], int], Awaitable[bool]]
 
 
@@ -80,6 +81,21 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 n += 1
         self._n_acked += n
 
+    async def rewind(self, batches: list[RecordBatch]) -> None:
+        """Refused records must be read again. The fetch position has moved past them, and a seek to
+        the committed offset moves nothing for a partition that never committed: without this seek
+        they would be skipped for good. A partition this worker no longer owns is left alone; its
+        new owner starts from the committed offset, which is before them (they were never acked)."""
+        assigned = self.assignment()
+        for batch in batches:
+            if batch.tp in assigned:
+                offset = batch.records[0].offset
+                try:  # in the consumer's thread, whose fetcher state it changes
+                    await self._thread.call_thread(self._thread.seek, batch.tp, offset)
+                except IllegalStateError:  # revoked in the meantime: the new owner reads them
+                    continue
+                self._read_offset[batch.tp] = offset or None
+
     async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - exercised through the broker tests
         handler: BatchHandler | None = getattr(self.app, "batch_handler", None)
         batch_topics: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
@@ -124,9 +140,13 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         for record in fresh:
                             await self.wait_first(callback(to_message(tp, record)), self.suspend_flow.wait())
                     set_read_offset(tp, read)
-                if batches and await handler(batches, generation):
-                    for batch in batches:
-                        self.ack_batch(batch)
+                if batches:
+                    if await handler(batches, generation):
+                        for batch in batches:
+                            self.ack_batch(batch)
+                    else:
+                        await self.rewind(batches)
+                        await self.sleep(0.05)  # the rebalance is finishing: no tight refetch loop meanwhile
                 if self._commit_every is not None and self._n_acked >= self._commit_every:
                     self._n_acked = 0
                     await self.commit()

@@ -71,7 +71,7 @@ class Pipeline:
         async with self.lock:
             if not self.settled(generation):
                 # fetched before a rebalance: the partitions may belong to another worker now;
-                # unacked, the records are read again by whoever owns them after the seek
+                # refused, the records are read again: here after a seek back, or by their new owner
                 return False
             now = self.clock.now()
             result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
