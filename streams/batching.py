@@ -13,6 +13,8 @@ The module leans on faust-streaming 0.15.3 internals (`Consumer._drain_messages`
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -160,6 +162,9 @@ class BatchingTransport(faust_aiokafka.Transport):
     Consumer = BatchingConsumer
 
 
+_LEVELS = {"crit": "CRITICAL", "warn": "WARNING"}
+
+
 class HealthApp(faust.App):
     """A Faust app whose consumer hands `batch_topics` to `batch_handler` a fetched batch at a time."""
 
@@ -167,8 +172,14 @@ class HealthApp(faust.App):
     batch_topics: frozenset[str] = frozenset()
     declared_topics: tuple = ()  # created (if absent) before the consumer subscribes
     startup_checks: tuple = ()  # coroutines run after that; one that raises stops the worker
+    log_level: str | None = None  # the worker's --loglevel
 
     async def on_first_start(self) -> None:
+        if self.log_level:
+            # faust's terminal spinner sets the root logger to DEBUG for levels from warn up: every
+            # debug call in aiokafka then builds a record the handlers drop (5 % of a busy worker)
+            logging.getLogger().setLevel(_LEVELS.get(self.log_level, self.log_level.upper()))
+        logging.getLogger(__name__).info("event loop: %s", type(asyncio.get_running_loop()).__module__)
         await super().on_first_start()
         for topic in self.declared_topics:
             await topic.maybe_declare()

@@ -24,9 +24,13 @@ def cli() -> None:
 @click.option("--web-port", type=int, default=None, help="Overrides HEALTH_WEB_PORT.")
 def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     """Run a worker."""
+    import mode.loop
+
     from streams.app import create_app
 
+    mode.loop.use(loop)  # before the app exists: it takes the loop current at creation, ignoring faust's --loop
     app = create_app()
+    app.log_level = loglevel
     settings = app.health.settings
     argv = ["health worker", "--loglevel", loglevel, "--loop", loop, "worker",
             "--web-bind", settings.web_host, "--web-port", str(web_port or settings.web_port)]

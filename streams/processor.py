@@ -83,7 +83,7 @@ class HealthProcessor:
                 now: float) -> BatchResult:
         """batches: (topic, partition, aiokafka records); load: account -> stored envelope or None."""
         result = BatchResult()
-        by_account: dict[str, tuple[int, list, int]] = {}
+        by_account: dict[str, list] = {}  # account -> [home partition, [(event, record)], newest timestamp]
         for topic, partition, records in batches:
             kind = self.input_kinds[topic]
             for record in records:
@@ -95,19 +95,19 @@ class HealthProcessor:
                     result.outcomes[(kind, "dead_lettered")] += 1
                     result.dead_letters.append(self._dead_letter(topic, partition, record, str(err), err.field, now))
                     continue
-                home = partition_for(event.account_id, self.partitions)
-                if home != partition:  # keyed by something else: send it to its account's partition
-                    result.outcomes[(kind, "rerouted")] += 1
-                    result.reroutes.append(Output(topic, home, event.account_id.encode(), record.value))
-                    continue
                 entry = by_account.get(event.account_id)
-                if entry is None:
-                    by_account[event.account_id] = (partition, [(event, record)], record.timestamp)
-                else:
-                    entry[1].append((event, record))
-                    if record.timestamp > entry[2]:
-                        by_account[event.account_id] = (partition, entry[1], record.timestamp)
+                if entry is None:  # its home partition, once per account and batch (murmur2 is not free)
+                    entry = by_account[event.account_id] = [partition_for(event.account_id, self.partitions), [], 0]
+                if entry[0] != partition:  # keyed by something else: send it to its account's partition
+                    result.outcomes[(kind, "rerouted")] += 1
+                    result.reroutes.append(Output(topic, entry[0], event.account_id.encode(), record.value))
+                    continue
+                entry[1].append((event, record))
+                if record.timestamp > entry[2]:
+                    entry[2] = record.timestamp
         for account_id, (partition, items, newest_ts) in by_account.items():
+            if not items:
+                continue
             envelope = _load(load(account_id))
             previous = _previous_score(envelope, account_id, self.model)  # before the core updates the state
             stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated

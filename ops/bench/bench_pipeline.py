@@ -83,7 +83,7 @@ def faust_baseline(app: str, settings: Settings, total: int, workdir: Path) -> f
     faust_cli = Path(sys.executable).with_name("faust")
     log = open(workdir / f"{app}.log", "ab")
     proc = subprocess.Popen([str(faust_cli), "-A", f"ops.bench.faust_baselines:{app}", "--loop", "uvloop",
-                             "-l", "warn", "worker", "--without-web"], env=env, cwd=workdir,
+                             "-l", "info", "worker", "--without-web"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 1800
@@ -96,7 +96,7 @@ def faust_baseline(app: str, settings: Settings, total: int, workdir: Path) -> f
     finally:
         proc.terminate()
         proc.wait(30)
-    return result["events"] / (result["last"] - result["first"])
+    return result["events"] / (result["last"] - result["first"]), result["loop"]
 
 
 def metric(port: int, name: str) -> float:
@@ -116,7 +116,7 @@ def start_worker(settings: Settings, workdir: Path, port: int, clock: Path | Non
         env["HEALTH_CLOCK_FILE"] = str(clock)
     script = Path(sys.executable).with_name("health")
     log = open(workdir / f"{settings.app_id}.log", "ab")
-    return subprocess.Popen([str(script), "worker", "--loglevel", "warn"], env=env, cwd=workdir,
+    return subprocess.Popen([str(script), "worker", "--loglevel", "info"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -159,7 +159,9 @@ def ours_d(settings: Settings, total: int, workdir: Path) -> dict:
     times = sorted(r["computed_at_ms"] for r in records)
     first_batch = batch_sum / batches if batches else 0.0  # the first update came out one batch in
     span = (times[-1] - times[0]) / 1000 + first_batch
-    return {"events": total, "seconds": round(span, 2), "events_per_s": round(total / span),
+    logged = (workdir / f"{settings.app_id}.log").read_text(errors="replace")
+    loop = logged.split("event loop: ", 1)[1].split()[0] if "event loop: " in logged else "unknown"
+    return {"events": total, "seconds": round(span, 2), "events_per_s": round(total / span), "loop": loop,
             "score_updates": len(records), "batches": int(batches),
             "busy_share": round(batch_sum / span, 3) if span else None}
 
@@ -201,6 +203,7 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("HEALTH_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-usual", action="store_true", help="skip baseline C (the slowest run)")
+    parser.add_argument("--skip-latency", action="store_true", help="skip the fixed-load latency run")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -211,14 +214,15 @@ def main() -> None:
     print(f"preloaded {total} events over {args.accounts} accounts in {time.perf_counter() - t0:.1f}s; "
           f"mix {', '.join(f'{k} {v:.0%}' for k, v in mix.items())}")
     a = asyncio.run(ceiling_a(settings, total))
-    b = faust_baseline("counter", settings, total, workdir)
-    c = None if args.skip_usual else faust_baseline("usual", settings, total, workdir)
+    b, b_loop = faust_baseline("counter", settings, total, workdir)
+    c, c_loop = (None, None) if args.skip_usual else faust_baseline("usual", settings, total, workdir)
     d = ours_d(settings, total, workdir)
-    lat = latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000), args.latency_rate,
-                  args.latency_seconds, args.seed)
+    lat = None if args.skip_latency else latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000),
+                                                 args.latency_rate, args.latency_seconds, args.seed)
     result = {"events": total, "accounts": args.accounts, "partitions": args.partitions,
               "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
               "baseline_c_events_per_s": round(c) if c else None, "ours_d": d,
+              "event_loops": {"B": b_loop, "C": c_loop, "D": d["loop"]},
               "d_over_a": round(d["events_per_s"] / a, 4), "d_over_b": round(d["events_per_s"] / b, 2),
               "d_over_c": round(d["events_per_s"] / c, 2) if c else None, "latency": lat}
     print(f"{'run':<46}{'events/s':>12}")
@@ -228,8 +232,10 @@ def main() -> None:
         print(f"{'C: Faust scorer the usual way':<46}{round(c):>12}")
     print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
     print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}")
-    print(f"latency at {lat['offered_events_per_s']:g} events/s offered: p50 {lat['p50_ms']} ms, "
-          f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['score_updates']} score updates)")
+    print(f"event loops: B {b_loop}, C {c_loop}, D {d['loop']}")
+    if lat:
+        print(f"latency at {lat['offered_events_per_s']:g} events/s offered: p50 {lat['p50_ms']} ms, "
+              f"p99 {lat['p99_ms']} ms, max {lat['max_ms']} ms ({lat['score_updates']} score updates)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.json}")

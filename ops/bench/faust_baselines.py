@@ -10,6 +10,7 @@ Each writes `{"first": t, "last": t, "events": n}` to BENCH_OUT when it has seen
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -36,7 +37,8 @@ class Progress:
         self.n += k
         if self.n == TOTAL:
             with open(OUT, "w") as f:
-                json.dump({"first": self.first, "last": time.time(), "events": self.n}, f)
+                json.dump({"first": self.first, "last": time.time(), "events": self.n,
+                           "loop": type(asyncio.get_running_loop()).__module__}, f)
 
 
 def _app(name: str, **kw) -> faust.App:
