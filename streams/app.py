@@ -21,6 +21,9 @@ def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | Non
         web_port=settings.web_port,
         web_host=settings.web_host,
         producer_linger_ms=1,
+        # a batch's table writes and outputs go out as one record batch per partition (see
+        # streams.kafka_batches); aiokafka's 16 KiB default would hold four account states
+        producer_max_batch_size=512 * 1024,
         consumer_auto_offset_reset="earliest",
     )
     from streams import pipeline

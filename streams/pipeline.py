@@ -15,6 +15,7 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.batching import HealthApp, RecordBatch, in_partition
+from streams.kafka_batches import send_records
 from streams.clock import Clock
 from streams.core.model_loader import ModelError, load_model, parse_model
 from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
@@ -58,6 +59,10 @@ class Pipeline:
                                   on_error=metrics.on_read_model_error)
         self.stopping = asyncio.Event()
 
+    @property
+    def changelog_topic(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
     # ------------------------------------------------------------------ hot path
     def settled(self, generation: int | None = None) -> bool:
         """No rebalance or table recovery under way (and still the given consumer generation):
@@ -85,25 +90,27 @@ class Pipeline:
 
     async def commit(self, result: BatchResult) -> None:
         """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
-        pending = []
         # the memory store forgets a revoked partition's keys by this index, which Faust fills only
         # when it recovers a key from the changelog: written here, a key is registered here
         key_partition = getattr(self.table.data, "_key_partition", None)
+        changelog = []
         for account_id, (partition, value) in result.writes.items():
             key = account_id.encode()
-            with in_partition(self.anchor_topic, partition):
+            with in_partition(self.anchor_topic, partition):  # a persistent store keeps a db per partition
                 self.table.data[key] = value
-                pending.append(self.table.send_changelog(partition, key, value))
             if key_partition is not None:
                 key_partition[key] = partition
-        if pending:
-            await asyncio.gather(*pending)
-        producer = self.app.producer
-        sends = []
-        for out in (*result.outputs, *result.dead_letters, *result.reroutes):
-            sends.append(await producer.send(out.topic, out.key, out.value, out.partition, None, None))
-        if sends:
-            await asyncio.gather(*sends)
+            changelog.append((self.changelog_topic, partition, key, value))
+        producer = self.app.producer._ensure_producer()
+        if changelog:
+            for topic, partition, n, delivered in await send_records(producer, changelog):
+                meta = await delivered
+                # as Table._on_changelog_sent does: a persistent store remembers what it holds
+                self.table.data.set_persisted_offset(meta.topic_partition, meta.offset + n - 1)
+        outputs = [(o.topic, o.partition, o.key, o.value) for o in (*result.outputs, *result.dead_letters,
+                                                                     *result.reroutes)]
+        if outputs:
+            await asyncio.gather(*(delivered for _, _, _, delivered in await send_records(producer, outputs)))
 
     # ------------------------------------------------------------------ time and model
     async def reevaluate_owned(self, cause: str) -> int:

@@ -139,31 +139,39 @@ def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[dict]:
     return asyncio.run(read())
 
 
-def ours_d(settings: Settings, total: int, workdir: Path) -> dict:
-    """The real worker draining the preloaded topics, on the real clock. Its speed is read from its
-    own records: events over the span from its first batch's start to its last score update."""
-    port = 6170
-    worker = start_worker(settings, workdir, port, None)
+def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1) -> dict:
+    """The real worker(s) draining the preloaded topics, on the real clock, until every event is
+    consumed and every score update is in Redis. The span runs from the start of the first batch
+    (the earliest score update's computation time) to the moment the read model had applied the
+    last update (polled every 0.1 s)."""
+    ports = [6170 + i for i in range(workers)]
+    procs = [start_worker(settings, workdir, port, None) for port in ports]
+    total_of = lambda name: sum(metric(port, name) for port in ports)  # noqa: E731
     try:
         deadline = time.monotonic() + 900
-        while metric(port, "health_events_total") < total:
-            if worker.poll() is not None or time.monotonic() > deadline:
+        while True:
+            consumed = total_of("health_events_total")
+            scored = total_of("health_score_updates_total")
+            if consumed >= total and scored and total_of("health_read_model_updates_total") >= scored:
+                done = time.time()
+                break
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"worker exited or timed out; see {workdir}")
-            time.sleep(0.5)
-        batch_sum = metric(port, "health_batch_processing_seconds_sum")
-        batches = metric(port, "health_batch_processing_seconds_count")
+            time.sleep(0.1)
+        batch_sum = total_of("health_batch_processing_seconds_sum")
+        batches = total_of("health_batch_processing_seconds_count")
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
     records = read_all(settings.bootstrap_servers, settings.topics.scores)
-    times = sorted(r["computed_at_ms"] for r in records)
-    first_batch = batch_sum / batches if batches else 0.0  # the first update came out one batch in
-    span = (times[-1] - times[0]) / 1000 + first_batch
+    span = done - min(r["computed_at_ms"] for r in records) / 1000
     logged = (workdir / f"{settings.app_id}.log").read_text(errors="replace")
     loop = logged.split("event loop: ", 1)[1].split()[0] if "event loop: " in logged else "unknown"
-    return {"events": total, "seconds": round(span, 2), "events_per_s": round(total / span), "loop": loop,
-            "score_updates": len(records), "batches": int(batches),
-            "busy_share": round(batch_sum / span, 3) if span else None}
+    return {"events": total, "workers": workers, "seconds": round(span, 2), "events_per_s": round(total / span),
+            "loop": loop, "score_updates": len(records), "batches": int(batches),
+            "busy_share": round(batch_sum / span / workers, 3) if span else None}
 
 
 def latency(bootstrap: str, partitions: int, workdir: Path, accounts: int, rate: float, seconds: float,
