@@ -138,8 +138,8 @@ class Pipeline:
                     if partition not in owned:
                         continue
                     stored = self.table.data.get(key)
-                    if stored is not None and self.processor.due(stored, now):
-                        self.processor.reevaluate(account_id, partition, stored, now, cause, result)
+                    if stored is not None and self.processor.reevaluate(account_id, partition, stored, now, cause,
+                                                                        result):
                         rescored += 1
                 await self.commit(result)
             self.metrics.on_batch(result, 0.0, self.clock.wall())

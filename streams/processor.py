@@ -128,18 +128,16 @@ class HealthProcessor:
         return result
 
     # ------------------------------------------------------------------ timer / rollout
-    def due(self, stored: bytes | None, now: float) -> bool:
-        envelope = _load(stored)
-        return needs_reevaluation(envelope.state, self.model, now)
-
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
-                   result: BatchResult) -> None:
+                   result: BatchResult) -> bool:
+        """Rescore a stored account if its windows slid or the model changed; False if it was not due."""
         envelope = _load(stored)
-        if envelope.state is None:
-            return
+        if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
+            return False
         previous = _previous_score(envelope, account_id, self.model)
         update = reevaluate(envelope.state, account_id, self.model, now)
         self._settle(envelope, previous, update, account_id, partition, cause, now, None, result)
+        return True
 
     # ------------------------------------------------------------------ helpers
     def _settle(self, envelope: "Envelope", previous, update: AccountUpdate, account_id: str, partition: int,

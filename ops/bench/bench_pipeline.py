@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -110,8 +111,9 @@ def metric(port: int, name: str) -> float:
 
 def start_worker(settings: Settings, workdir: Path, port: int, clock: Path | None) -> subprocess.Popen:
     env = {**os.environ, "HEALTH_APP_ID": settings.app_id, "HEALTH_KAFKA_BROKER": settings.broker,
-           "HEALTH_TOPIC_PREFIX": f"{settings.app_id}.", "HEALTH_REDIS_PREFIX": settings.redis_prefix,
-           "HEALTH_PARTITIONS": str(settings.partitions), "HEALTH_WEB_PORT": str(port)}
+           "HEALTH_REDIS_PREFIX": settings.redis_prefix, "HEALTH_PARTITIONS": str(settings.partitions),
+           "HEALTH_WEB_PORT": str(port),
+           **{f"HEALTH_TOPIC_{kind.upper()}": name for kind, name in vars(settings.topics).items()}}
     if clock:
         env["HEALTH_CLOCK_FILE"] = str(clock)
     script = Path(sys.executable).with_name("health")
@@ -137,6 +139,37 @@ def read_all(bootstrap: str, topic: str, idle_ms: int = 3000) -> list[dict]:
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def run_settings(settings: Settings, run: str) -> Settings:
+    """The same input topics; this run's own consumer group, changelog, output topics and Redis keys."""
+    app_id = f"{settings.app_id}-{run}"
+    topics = replace(settings.topics, **{k: f"{app_id}.{k}" for k in ("scores", "alerts", "deadletter", "control")})
+    run = replace(settings, app_id=app_id, redis_prefix=app_id, topics=topics)
+    asyncio.run(create_topics(run))
+    return run
+
+
+def state_bytes(settings: Settings) -> dict:
+    """Bytes per account in the table: the newest changelog value of every key."""
+    async def read():
+        consumer = AIOKafkaConsumer(f"{settings.app_id}-accounts-changelog", bootstrap_servers=settings.bootstrap_servers,
+                                    group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        latest: dict[bytes, int] = {}
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=3000, max_records=50000)
+                if not batch:
+                    return latest
+                for records in batch.values():
+                    latest.update((r.key, len(r.value)) for r in records)
+        finally:
+            await consumer.stop()
+
+    sizes = sorted(asyncio.run(read()).values())
+    return {"accounts": len(sizes), "mean": round(statistics.fmean(sizes)), "p99": sizes[int(0.99 * len(sizes))],
+            "max": sizes[-1]}
 
 
 def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1) -> dict:
@@ -212,6 +245,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-usual", action="store_true", help="skip baseline C (the slowest run)")
     parser.add_argument("--skip-latency", action="store_true", help="skip the fixed-load latency run")
+    parser.add_argument("--skip-scale-out", action="store_true", help="skip the two-worker run")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -224,13 +258,18 @@ def main() -> None:
     a = asyncio.run(ceiling_a(settings, total))
     b, b_loop = faust_baseline("counter", settings, total, workdir)
     c, c_loop = (None, None) if args.skip_usual else faust_baseline("usual", settings, total, workdir)
-    d = ours_d(settings, total, workdir)
+    one = run_settings(settings, "d1")
+    d = ours_d(one, total, workdir)
+    d2 = None if args.skip_scale_out else ours_d(run_settings(settings, "d2"), total, workdir, workers=2)
+    state = state_bytes(one)
     lat = None if args.skip_latency else latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000),
                                                  args.latency_rate, args.latency_seconds, args.seed)
     result = {"events": total, "accounts": args.accounts, "partitions": args.partitions,
               "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
               "baseline_c_events_per_s": round(c) if c else None, "ours_d": d,
               "event_loops": {"B": b_loop, "C": c_loop, "D": d["loop"]},
+              "two_workers": d2, "scale_out": round(d2["events_per_s"] / d["events_per_s"], 2) if d2 else None,
+              "state_bytes_per_account": state,
               "d_over_a": round(d["events_per_s"] / a, 4), "d_over_b": round(d["events_per_s"] / b, 2),
               "d_over_c": round(d["events_per_s"] / c, 2) if c else None, "latency": lat}
     print(f"{'run':<46}{'events/s':>12}")
@@ -239,7 +278,12 @@ def main() -> None:
     if c:
         print(f"{'C: Faust scorer the usual way':<46}{round(c):>12}")
     print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
-    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}")
+    if d2:
+        print(f"{'D2: two workers':<46}{d2['events_per_s']:>12}")
+    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}   "
+          f"two workers / one = {result['scale_out']}")
+    print(f"state per account in the table after D: mean {state['mean']} B, p99 {state['p99']} B, max {state['max']} B "
+          f"({state['accounts']} accounts)")
     print(f"event loops: B {b_loop}, C {c_loop}, D {d['loop']}")
     if lat:
         print(f"latency at {lat['offered_events_per_s']:g} events/s offered: p50 {lat['p50_ms']} ms, "
