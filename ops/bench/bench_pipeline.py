@@ -23,13 +23,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from streams.core.days import DAY  # noqa: E402
-from streams.publisher import publish  # noqa: E402
+from schemas.events import encode_event  # noqa: E402
+from streams.kafka_batches import send_records  # noqa: E402
+from streams.processor import partition_for  # noqa: E402
+from streams.publisher import publish, topic_of_kind  # noqa: E402
 from streams.settings import Settings, Topics  # noqa: E402
 from streams.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
@@ -40,8 +43,9 @@ def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:
                     topics=Topics.from_env(f"{prefix}."), redis_prefix=prefix)
 
 
-def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict]:
-    """Publish about `events_wanted` events of `accounts` simulated accounts; returns (count, end time, mix)."""
+def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict, list]:
+    """Publish about `events_wanted` events of `accounts` simulated accounts; returns (count, end time, mix,
+    the events)."""
     base = customer_base(accounts, CustomerMix(), seed)
     end = time.time()
     days = 60
@@ -51,7 +55,7 @@ def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) ->
     intensity = events_wanted / (per_day * days)
     events = list(history(base, end - days * DAY, end, seed, intensity=intensity))
     report = asyncio.run(publish(events, settings))
-    return report.total, end, kind_mix(events)
+    return report.total, end, kind_mix(events), events
 
 
 async def ceiling_a(settings: Settings, total: int) -> float:
@@ -172,21 +176,102 @@ def state_bytes(settings: Settings) -> dict:
             "max": sizes[-1]}
 
 
-def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pids() -> dict[str, int]:
+    """The broker's and Redis's pids from ops/stack's pid files, where it started them."""
+    stack_dir = Path(os.environ.get("HEALTH_STACK_DIR", ROOT / ".stack"))
+    pids = {}
+    for name in ("kafka", "redis"):
+        try:
+            pids[name] = int((stack_dir / f"{name}.pid").read_text())
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def ready(port: int) -> bool:
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def scale_out(bootstrap: str, partitions: int, events: list, workdir: Path) -> dict:
+    """One worker against two on the same events. A worker that starts on a backlog takes every
+    partition and works through a whole fetch before a second one can join, so each run starts
+    its workers on empty topics, waits until all are ready in their group, then loads the events
+    (encoded beforehand, one record batch per partition: the load takes about a second) and
+    measures as D does."""
+    runs = {}
+    for name, workers in (("one", 1), ("two", 2)):
+        settings = settings_for(f"bench-scale{workers}-{int(time.time())}", partitions, bootstrap)
+        asyncio.run(create_topics(settings))
+        kinds = topic_of_kind(settings)
+        records = [(kinds[e.kind], partition_for(e.account_id, partitions), e.account_id.encode(), encode_event(e))
+                   for e in events]
+        ports = [6190 + i for i in range(workers)]
+
+        def load(mark):
+            deadline = time.monotonic() + 120
+            while not all(ready(port) for port in ports):  # all in the group, the rebalance over
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"workers not ready; see {workdir}")
+                time.sleep(0.2)
+            time.sleep(2)
+            mark()
+            asyncio.run(_load_batches(bootstrap, records))
+
+        runs[name] = ours_d(settings, len(records), workdir, workers=workers, before=load, first_port=ports[0])
+    return {**runs, "ratio": round(runs["two"]["events_per_s"] / runs["one"]["events_per_s"], 2)}
+
+
+async def _load_batches(bootstrap: str, records: list) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=512 * 1024, linger_ms=5)
+    await producer.start()
+    try:
+        await asyncio.gather(*(f for *_, f in await send_records(producer, records)))
+    finally:
+        await producer.stop()
+
+
+def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1, before=None, first_port: int = 6170
+           ) -> dict:
     """The real worker(s) draining the preloaded topics, on the real clock, until every event is
     consumed and every score update is in Redis. The span runs from the start of the first batch
     (the earliest score update's computation time) to the moment the read model had applied the
     last update (polled every 0.1 s)."""
-    ports = [6170 + i for i in range(workers)]
+    ports = [first_port + i for i in range(workers)]
     procs = [start_worker(settings, workdir, port, None) for port in ports]
     total_of = lambda name: sum(metric(port, name) for port in ports)  # noqa: E731
+    others = stack_pids()
+    start: dict = {}
+
+    def mark() -> None:  # the CPU accounting starts here
+        start["cpu"] = {**{f"worker{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)},
+                        **{name: cpu_seconds(pid) for name, pid in others.items()}}
+        start["wall"] = time.time()
+
     try:
+        if before:
+            before(mark)
+        else:
+            mark()
         deadline = time.monotonic() + 900
         while True:
             consumed = total_of("health_events_total")
             scored = total_of("health_score_updates_total")
             if consumed >= total and scored and total_of("health_read_model_updates_total") >= scored:
                 done = time.time()
+                cpu = {**{f"worker{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)},
+                       **{name: cpu_seconds(pid) for name, pid in others.items()}}
                 break
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"worker exited or timed out; see {workdir}")
@@ -204,7 +289,9 @@ def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1) -> d
     loop = logged.split("event loop: ", 1)[1].split()[0] if "event loop: " in logged else "unknown"
     return {"events": total, "workers": workers, "seconds": round(span, 2), "events_per_s": round(total / span),
             "loop": loop, "score_updates": len(records), "batches": int(batches),
-            "busy_share": round(batch_sum / span / workers, 3) if span else None}
+            "busy_share": round(batch_sum / span / workers, 3) if span else None,
+            # cores used on average from the workers' start (or the load) to the end
+            "cores_used": {k: round((cpu[k] - start["cpu"][k]) / (done - start["wall"]), 2) for k in cpu}}
 
 
 def latency(bootstrap: str, partitions: int, workdir: Path, accounts: int, rate: float, seconds: float,
@@ -252,7 +339,7 @@ def main() -> None:
     settings = settings_for(f"bench-{int(time.time())}", args.partitions, args.bootstrap)
     asyncio.run(create_topics(settings))
     t0 = time.perf_counter()
-    total, end, mix = preload(settings, args.events, args.accounts, args.seed)
+    total, end, mix, events = preload(settings, args.events, args.accounts, args.seed)
     print(f"preloaded {total} events over {args.accounts} accounts in {time.perf_counter() - t0:.1f}s; "
           f"mix {', '.join(f'{k} {v:.0%}' for k, v in mix.items())}")
     a = asyncio.run(ceiling_a(settings, total))
@@ -260,7 +347,7 @@ def main() -> None:
     c, c_loop = (None, None) if args.skip_usual else faust_baseline("usual", settings, total, workdir)
     one = run_settings(settings, "d1")
     d = ours_d(one, total, workdir)
-    d2 = None if args.skip_scale_out else ours_d(run_settings(settings, "d2"), total, workdir, workers=2)
+    scale = None if args.skip_scale_out else scale_out(args.bootstrap, args.partitions, events, workdir)
     state = state_bytes(one)
     lat = None if args.skip_latency else latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000),
                                                  args.latency_rate, args.latency_seconds, args.seed)
@@ -268,7 +355,7 @@ def main() -> None:
               "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
               "baseline_c_events_per_s": round(c) if c else None, "ours_d": d,
               "event_loops": {"B": b_loop, "C": c_loop, "D": d["loop"]},
-              "two_workers": d2, "scale_out": round(d2["events_per_s"] / d["events_per_s"], 2) if d2 else None,
+              "scale_out": scale,
               "state_bytes_per_account": state,
               "d_over_a": round(d["events_per_s"] / a, 4), "d_over_b": round(d["events_per_s"] / b, 2),
               "d_over_c": round(d["events_per_s"] / c, 2) if c else None, "latency": lat}
@@ -278,10 +365,10 @@ def main() -> None:
     if c:
         print(f"{'C: Faust scorer the usual way':<46}{round(c):>12}")
     print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
-    if d2:
-        print(f"{'D2: two workers':<46}{d2['events_per_s']:>12}")
-    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}   "
-          f"two workers / one = {result['scale_out']}")
+    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}")
+    if scale:
+        print(f"scale-out, workers in their group before the load: one {scale['one']['events_per_s']} events/s, "
+              f"two {scale['two']['events_per_s']} events/s: {scale['ratio']}x")
     print(f"state per account in the table after D: mean {state['mean']} B, p99 {state['p99']} B, max {state['max']} B "
           f"({state['accounts']} accounts)")
     print(f"event loops: B {b_loop}, C {c_loop}, D {d['loop']}")

@@ -51,7 +51,7 @@ from streams.topics import create_topics  # noqa: E402
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
-def template_values(templates: int, partitions: int, end: float, seed: int) -> list[bytes]:
+def template_values(templates: int, partitions: int, end: float, seed: int, intensity: float = 1.0) -> list[bytes]:
     """Table values of `templates` simulated accounts after 60 days, scored by the worker's processor.
     Their outboxes are emptied: they stand for states whose outputs were published long ago."""
     base = customer_base(templates, CustomerMix(), seed)
@@ -59,7 +59,7 @@ def template_values(templates: int, partitions: int, end: float, seed: int) -> l
                                 {t: k for k, t in KIND_TOPIC.items()}, partitions)
     table: dict[str, bytes] = {}
     fetch: dict[tuple[str, int], list] = {}
-    for i, e in enumerate(history(base, end - 60 * DAY, end - 60, seed)):
+    for i, e in enumerate(history(base, end - 60 * DAY, end - 60, seed, intensity=intensity)):
         tp = (KIND_TOPIC[e.kind], partition_for(e.account_id, partitions))
         fetch.setdefault(tp, []).append(Record(e.account_id.encode(), encode_event(e), i, int(e.occurred_at * 1000)))
     result = processor.process([(t, p, recs) for (t, p), recs in fetch.items()], table.get, end)
@@ -131,12 +131,13 @@ def rollout_model_yaml() -> str:
     return text.replace("adoption:     {weight: 35}", "adoption:     {weight: 40}", 1)
 
 
-def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: int, workdir: Path) -> dict:
+def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: int, workdir: Path,
+        intensity: float = 1.0) -> dict:
     settings = settings_for(f"bench-state-{int(time.time())}", partitions, bootstrap)
     asyncio.run(create_topics(settings))
     end = time.time()
     t0 = time.perf_counter()
-    values = template_values(templates, partitions, end, seed)
+    values = template_values(templates, partitions, end, seed, intensity)
     changelog = f"{settings.app_id}-accounts-changelog"
     size = asyncio.run(seed_changelog(bootstrap, changelog, partitions, accounts, values))
     print(f"seeded {accounts} account states ({size / accounts:,.0f} B mean) in {time.perf_counter() - t0:.1f}s",
@@ -170,7 +171,7 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
         worker.terminate()
         worker.wait(60)
     updates = [r for r in read_all(bootstrap, settings.topics.scores) if r.get("model_version") == "bench-rollout"]
-    return {"accounts": accounts, "state_bytes_mean": round(size / accounts),
+    return {"accounts": accounts, "intensity": intensity, "state_bytes_mean": round(size / accounts),
             "recovery_seconds": round(ready - restoring, 2) if ready and restoring else None,
             "start_to_ready_seconds": round(ready - started, 2) if ready else None,
             "accounts_held": int(held), "probe_event_to_metric_ms": round(probe_ms),
@@ -185,10 +186,12 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=100)
     parser.add_argument("--bootstrap", default=os.environ.get("HEALTH_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--intensity", type=float, default=1.0,
+                        help="the simulator's activity (1.0: its default, ~52 events per account and day)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "state.json")
     args = parser.parse_args()
     result = run(args.bootstrap, args.accounts, args.partitions, args.templates, args.seed,
-                 Path(tempfile.mkdtemp(prefix="bench-state-")))
+                 Path(tempfile.mkdtemp(prefix="bench-state-")), args.intensity)
     for key, value in result.items():
         print(f"{key:<28}{value}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

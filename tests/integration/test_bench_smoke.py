@@ -24,7 +24,7 @@ def test_pipeline_benchmark_runs_and_writes_its_table(stack, tmp_path):
         assert table[key] > 0, key
     assert table["ours_d"]["events"] == table["events"] > 0
     assert table["latency"]["score_updates"] > 0
-    assert table["two_workers"]["workers"] == 2 and table["scale_out"] > 0
+    assert table["scale_out"]["two"]["workers"] == 2 and table["scale_out"]["ratio"] > 0
     assert table["state_bytes_per_account"]["accounts"] == table["accounts"]
     print(result.stdout)
 
