@@ -16,10 +16,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 
 
-class RecordTooLarge(ValueError):
-    pass
-
-
 async def send_records(producer: AIOKafkaProducer, records: Iterable[tuple[str, int, bytes | None, bytes]]
                        ) -> list[tuple[str, int, int, "asyncio.Future[RecordMetadata]"]]:
     """Queue (topic, partition, key, value) records as batches, in order per partition.
@@ -34,9 +30,8 @@ async def send_records(producer: AIOKafkaProducer, records: Iterable[tuple[str, 
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
                 sent.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
                 batch, n = producer.create_batch(), 0
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise RecordTooLarge(f"a record of {len(value)} bytes for {topic}[{partition}] exceeds the "
-                                         f"producer's max batch size")
+                # an empty batch takes a record of any size (the broker's message size limit still holds)
+                batch.append(key=key, value=value, timestamp=None)
             n += 1
         sent.append((topic, partition, n, await producer.send_batch(batch, topic, partition=partition)))
     return sent
