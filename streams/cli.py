@@ -207,13 +207,14 @@ def publish_model(path: Path) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def what_if(path: Path) -> None:
     """Score the current account state under another model file; print the bands before and after."""
+    from streams.topics import changelog_topic
     from streams.whatif import compare, read_states
 
     settings = Settings.from_env()
     current, candidate = _load_model(settings.model_path), _load_model(path)
     states = asyncio.run(read_states(settings))
     if not states:
-        raise click.ClickException(f"no account state in {settings.app_id}-accounts-changelog: is a worker running?")
+        raise click.ClickException(f"no account state in {changelog_topic(settings)}: is a worker running?")
     from streams.clock import clock_from
 
     report = compare(states, current, candidate, clock_from(settings.clock_file).now())  # the workers' clock

@@ -93,6 +93,7 @@ class Pipeline:
         # the memory store forgets a revoked partition's keys by this index, which Faust fills only
         # when it recovers a key from the changelog: written here, a key is registered here
         key_partition = getattr(self.table.data, "_key_partition", None)
+        changelog_topic = self.changelog_topic
         changelog = []
         for account_id, (partition, value) in result.writes.items():
             key = account_id.encode()
@@ -100,7 +101,7 @@ class Pipeline:
                 self.table.data[key] = value
             if key_partition is not None:
                 key_partition[key] = partition
-            changelog.append((self.changelog_topic, partition, key, value))
+            changelog.append((changelog_topic, partition, key, value))
         producer = self.app.producer._ensure_producer()
         if changelog:
             for topic, partition, n, delivered in await send_records(producer, changelog):
@@ -152,7 +153,7 @@ class Pipeline:
         """Accounts per band and segment over this worker's active partitions, and consumer lag.
         The index follows the batches' score updates; a newly owned partition is scanned once."""
         app = self.app
-        if app.rebalancing or app.in_recovery or app.consumer is None:
+        if not self.settled() or app.consumer is None:
             return  # the table is complete only after recovery; on_assigned dropped the revoked partitions
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
         index = self.metrics.index

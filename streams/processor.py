@@ -109,7 +109,6 @@ class HealthProcessor:
             if not items:
                 continue
             envelope = _load(load(account_id))
-            previous = _previous_score(envelope, account_id, self.model)  # before the core updates the state
             stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
             events = [e for e, _ in items]
             update = apply_events(envelope.state, account_id, events, self.model, now)
@@ -124,7 +123,7 @@ class HealthProcessor:
                         self._topic_of(event.kind), partition, record,
                         f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
                         f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
-            self._settle(envelope, previous, update, account_id, partition, "events", now, newest_ts, result)
+            self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts, result)
         return result
 
     # ------------------------------------------------------------------ timer / rollout
@@ -134,15 +133,16 @@ class HealthProcessor:
         envelope = _load(stored)
         if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
             return False
-        previous = _previous_score(envelope, account_id, self.model)
+        stored_pub = envelope.state.pub  # replaced by the core, never mutated
         update = reevaluate(envelope.state, account_id, self.model, now)
-        self._settle(envelope, previous, update, account_id, partition, cause, now, None, result)
+        self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None, result)
         return True
 
     # ------------------------------------------------------------------ helpers
-    def _settle(self, envelope: "Envelope", previous, update: AccountUpdate, account_id: str, partition: int,
+    def _settle(self, envelope: "Envelope", stored_pub: dict | None, update: AccountUpdate, account_id: str, partition: int,
                 cause: str, now: float, newest_ts: int | None, result: BatchResult) -> None:
-        """Turn a core update into the envelope to write and the outputs to publish after it."""
+        """Turn a core update into the envelope to write and the outputs to publish after it.
+        `stored_pub`: the score stored before the update, to explain a change against."""
         if not update.state_changed and update.score is None and not update.alerts:
             return
         envelope.state = update.state
@@ -151,7 +151,7 @@ class HealthProcessor:
             envelope.seq += 1
             envelope.previous = envelope.current
             envelope.current = [update.score.score, update.score.band]
-            changes = explain(previous, update.score)[:MAX_CHANGES]
+            changes = explain(_previous_score(stored_pub, account_id, self.model), update.score)[:MAX_CHANGES]
             envelope.meta = {
                 "t": int(now * 1000), "c": cause, "e": update.latest_event_time, "x": newest_ts,
                 "i": list(update.applied_ids[-MAX_EVENT_IDS:]),
@@ -252,5 +252,6 @@ def decode_state(stored: bytes | None) -> AccountState | None:
     return _load(stored).state
 
 
-def _previous_score(envelope: Envelope, account_id: str, model: HealthModel):
-    return last_score(envelope.state, account_id, model) if envelope.state is not None else None
+def _previous_score(stored_pub: dict | None, account_id: str, model: HealthModel):
+    """The score as stored before an update (built only when the update changed the score)."""
+    return last_score(_Published(stored_pub), account_id, model) if stored_pub is not None else None

@@ -6,6 +6,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.settings import Settings
 
 
+def changelog_topic(settings: Settings) -> str:
+    """The account table's changelog (Faust names it after the app id and the table)."""
+    return f"{settings.app_id}-accounts-changelog"
+
+
 async def create_topics(settings: Settings, replication: int = 1) -> None:
     """Every account-keyed topic with the table's partition count; the control topic with one.
     Topics that exist already are left as they are (the worker checks their size at start)."""

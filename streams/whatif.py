@@ -14,10 +14,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.core import AccountState, HealthModel, current_score
 from streams.processor import decode_state
 from streams.settings import Settings
+from streams.topics import changelog_topic
 
 
-async def read_states(settings: Settings) -> dict[str, AccountState]:
-    topic = f"{settings.app_id}-accounts-changelog"
+async def read_table(settings: Settings) -> dict[bytes, bytes | None]:
+    """The latest changelog value of every account key (None for a deleted key)."""
+    topic = changelog_topic(settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
@@ -39,8 +41,12 @@ async def read_states(settings: Settings) -> dict[str, AccountState]:
                     remaining.discard(tp)
     finally:
         await consumer.stop()
+    return latest
+
+
+async def read_states(settings: Settings) -> dict[str, AccountState]:
     states = {}
-    for key, value in latest.items():
+    for key, value in (await read_table(settings)).items():
         state = decode_state(value) if value else None
         if state is not None:
             states[key.decode()] = state

@@ -22,12 +22,13 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from schemas.events import encode_event  # noqa: E402
 from streams.core import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from streams.core.days import DAY  # noqa: E402
 from streams.processor import HealthProcessor, OutputTopics, partition_for  # noqa: E402
-from streams.simulator import CustomerMix, customer_base, history  # noqa: E402
+from bench_pipeline import simulated_history  # noqa: E402
 
 KIND_TOPIC = {"usage": "in.usage", "ticket": "in.tickets", "survey": "in.surveys", "account": "in.accounts"}
 
@@ -41,15 +42,9 @@ class Record:
         self.key, self.value, self.offset, self.timestamp = key, value, offset, timestamp
 
 
-def fetched_batches(events_wanted: int, accounts: int, partitions: int, batches: int, seed: int):
-    """The simulator's history as the worker fetches it: a list of fetches, each a list of
-    (topic, partition, records), records in offset order."""
-    base = customer_base(accounts, CustomerMix(), seed)
-    end = 20000 * DAY
-    days = 60
-    sample = sum(1 for _ in history(base[: max(1, accounts // 20)], end - DAY, end, seed))
-    intensity = events_wanted / (sample * 20 * days)
-    events = list(history(base, end - days * DAY, end, seed, intensity=intensity))
+def as_fetches(events, partitions: int, batches: int) -> list:
+    """Events as the worker fetches them: `batches` fetches, each a list of (topic, partition,
+    records), records in offset order."""
     offsets: dict[tuple[str, int], int] = {}
     fetches = [dict() for _ in range(batches)]
     per = len(events) // batches + 1
@@ -58,12 +53,16 @@ def fetched_batches(events_wanted: int, accounts: int, partitions: int, batches:
         offsets[tp] = offsets.get(tp, -1) + 1
         record = Record(e.account_id.encode(), encode_event(e), offsets[tp], int(e.occurred_at * 1000))
         fetches[i // per].setdefault(tp, []).append(record)
-    return [[(t, p, recs) for (t, p), recs in f.items()] for f in fetches], len(events), end
+    return [[(t, p, recs) for (t, p), recs in f.items()] for f in fetches]
+
+
+def processor_for(model, partitions: int) -> HealthProcessor:
+    return HealthProcessor(model, OutputTopics("scores", "alerts", "deadletter"),
+                           {t: k for k, t in KIND_TOPIC.items()}, partitions)
 
 
 def run(fetches, model, partitions: int, now: float) -> float:
-    processor = HealthProcessor(model, OutputTopics("scores", "alerts", "deadletter"),
-                                {t: k for k, t in KIND_TOPIC.items()}, partitions)
+    processor = processor_for(model, partitions)
     table: dict[str, bytes] = {}
     started = time.process_time()
     for fetch in fetches:
@@ -84,7 +83,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of one run")
     args = parser.parse_args()
     model = load_model(DEFAULT_MODEL_PATH)
-    fetches, total, end = fetched_batches(args.events, args.accounts, args.partitions, args.batches, args.seed)
+    end = 20000 * DAY
+    events = simulated_history(args.events, args.accounts, args.seed, end)
+    fetches, total = as_fetches(events, args.partitions, args.batches), len(events)
     gc.freeze()
     values = [r.value for f in fetches for _, _, recs in f for r in recs]
     t = time.process_time()

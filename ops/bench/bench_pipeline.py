@@ -36,6 +36,7 @@ from streams.publisher import publish, topic_of_kind  # noqa: E402
 from streams.settings import Settings, Topics  # noqa: E402
 from streams.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
+from streams.whatif import read_table  # noqa: E402
 
 
 def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:
@@ -43,17 +44,21 @@ def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:
                     topics=Topics.from_env(f"{prefix}."), redis_prefix=prefix)
 
 
-def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict, list]:
-    """Publish about `events_wanted` events of `accounts` simulated accounts; returns (count, end time, mix,
-    the events)."""
+def simulated_history(events_wanted: int, accounts: int, seed: int, end: float, days: int = 60) -> list:
+    """About `events_wanted` events of `accounts` simulated accounts over the `days` before `end`
+    (the simulator's intensity scaled from one day of a twentieth of the base)."""
     base = customer_base(accounts, CustomerMix(), seed)
-    end = time.time()
-    days = 60
-    # one day of the base, to scale the intensity to the wanted volume
     sample = sum(1 for _ in history(base[: max(1, accounts // 20)], end - DAY, end, seed))
     per_day = sample * accounts / max(1, accounts // 20)
     intensity = events_wanted / (per_day * days)
-    events = list(history(base, end - days * DAY, end, seed, intensity=intensity))
+    return list(history(base, end - days * DAY, end, seed, intensity=intensity))
+
+
+def preload(settings: Settings, events_wanted: int, accounts: int, seed: int) -> tuple[int, float, dict, list]:
+    """Publish about `events_wanted` events of `accounts` simulated accounts; returns (count, end time, mix,
+    the events)."""
+    end = time.time()
+    events = simulated_history(events_wanted, accounts, seed, end)
     report = asyncio.run(publish(events, settings))
     return report.total, end, kind_mix(events), events
 
@@ -156,22 +161,7 @@ def run_settings(settings: Settings, run: str) -> Settings:
 
 def state_bytes(settings: Settings) -> dict:
     """Bytes per account in the table: the newest changelog value of every key."""
-    async def read():
-        consumer = AIOKafkaConsumer(f"{settings.app_id}-accounts-changelog", bootstrap_servers=settings.bootstrap_servers,
-                                    group_id=None, auto_offset_reset="earliest", enable_auto_commit=False)
-        await consumer.start()
-        latest: dict[bytes, int] = {}
-        try:
-            while True:
-                batch = await consumer.getmany(timeout_ms=3000, max_records=50000)
-                if not batch:
-                    return latest
-                for records in batch.values():
-                    latest.update((r.key, len(r.value)) for r in records)
-        finally:
-            await consumer.stop()
-
-    sizes = sorted(asyncio.run(read()).values())
+    sizes = sorted(len(v) for v in asyncio.run(read_table(settings)).values() if v)
     return {"accounts": len(sizes), "mean": round(statistics.fmean(sizes)), "p99": sizes[int(0.99 * len(sizes))],
             "max": sizes[-1]}
 

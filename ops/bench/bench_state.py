@@ -38,15 +38,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "ops" / "bench"))
 
-from bench_handler import KIND_TOPIC, Record  # noqa: E402
+from bench_handler import as_fetches, processor_for  # noqa: E402
 from bench_pipeline import metric, read_all, settings_for, start_worker  # noqa: E402
 from schemas.events import UsageEvent, encode_event  # noqa: E402
 from streams.core import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from streams.core.days import DAY  # noqa: E402
 from streams.kafka_batches import send_records  # noqa: E402
-from streams.processor import HealthProcessor, OutputTopics, partition_for  # noqa: E402
+from streams.processor import partition_for  # noqa: E402
 from streams.simulator import CustomerMix, customer_base, history  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
+from streams.topics import changelog_topic, create_topics  # noqa: E402
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
@@ -54,15 +54,10 @@ LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 def template_values(templates: int, partitions: int, end: float, seed: int, intensity: float = 1.0) -> list[bytes]:
     """Table values of `templates` simulated accounts after 60 days, scored by the worker's processor.
     Their outboxes are emptied: they stand for states whose outputs were published long ago."""
-    base = customer_base(templates, CustomerMix(), seed)
-    processor = HealthProcessor(load_model(DEFAULT_MODEL_PATH), OutputTopics("s", "a", "d"),
-                                {t: k for k, t in KIND_TOPIC.items()}, partitions)
-    table: dict[str, bytes] = {}
-    fetch: dict[tuple[str, int], list] = {}
-    for i, e in enumerate(history(base, end - 60 * DAY, end - 60, seed, intensity=intensity)):
-        tp = (KIND_TOPIC[e.kind], partition_for(e.account_id, partitions))
-        fetch.setdefault(tp, []).append(Record(e.account_id.encode(), encode_event(e), i, int(e.occurred_at * 1000)))
-    result = processor.process([(t, p, recs) for (t, p), recs in fetch.items()], table.get, end)
+    events = list(history(customer_base(templates, CustomerMix(), seed), end - 60 * DAY, end - 60, seed,
+                          intensity=intensity))
+    [fetch] = as_fetches(events, partitions, 1)
+    result = processor_for(load_model(DEFAULT_MODEL_PATH), partitions).process(fetch, {}.get, end)
     values = []
     for _, value in result.writes.values():
         envelope = orjson.loads(value)
@@ -138,7 +133,7 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
     end = time.time()
     t0 = time.perf_counter()
     values = template_values(templates, partitions, end, seed, intensity)
-    changelog = f"{settings.app_id}-accounts-changelog"
+    changelog = changelog_topic(settings)
     size = asyncio.run(seed_changelog(bootstrap, changelog, partitions, accounts, values))
     print(f"seeded {accounts} account states ({size / accounts:,.0f} B mean) in {time.perf_counter() - t0:.1f}s",
           flush=True)

@@ -76,7 +76,7 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
         return _update(account_id, st, outcomes, tuple(rejected), None, (), False, moved or state is None,
                        tuple(per_event), (), None)
     st.prune_fingerprints(cfg)
-    return _rescore(plan, st, account_id, model, now, today, outcomes, tuple(rejected), full, affected,
+    return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
                     applied_ids, latest, tuple(per_event))
 
 
@@ -86,7 +86,7 @@ def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: fl
     today = day_of(now)
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
-    return _rescore(plan_of(model), state, account_id, model, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
+    return _rescore(plan_of(model), state, account_id, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
                     [], None, ())
 
 
@@ -106,11 +106,6 @@ def current_score(state: AccountState, account_id: str, model: HealthModel, now:
     st = AccountState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     st.advance(day_of(now), model.state)
     return evaluate(model, account_id, MeasureValues(model, st, day_of(now)), st.has_data(0))
-
-
-def _order(model: HealthModel) -> tuple[str, ...]:
-    """Component names in the order of the positional list kept in ``pub``."""
-    return plan_of(model).order
 
 
 def last_score(state: AccountState | None, account_id: str, model: HealthModel) -> AccountScore | None:
@@ -137,7 +132,7 @@ def _legacy(rows: list) -> bool:
     return False
 
 
-def _rescore(plan: Plan, st: AccountState, account_id: str, model: HealthModel, now: float, today: int,
+def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: int,
              outcomes: dict[str, int], rejected: tuple, full: bool, affected: int,
              applied_ids: list[str], latest: float | None, per_event: tuple[str, ...]) -> AccountUpdate:
     pub = st.pub

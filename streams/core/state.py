@@ -37,7 +37,7 @@ from typing import Any
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
 
-from .days import DAY, FINGERPRINT_CHARS, HOUR, MINUTES_PER_DAY, csat_milli, day_of, fingerprint, hour_of, minute_of, nps_class, to_centi
+from .days import DAY, FINGERPRINT_CHARS, HOUR, MINUTES_PER_DAY, csat_milli, day_of, fingerprint, minute_of, nps_class, to_centi
 from .model import StateConfig
 
 # Ticket actions ordered to break ties between actions at the same second.
