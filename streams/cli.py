@@ -127,14 +127,18 @@ def demo(accounts: int, speed: float, history_days: int, duration: float | None,
     from streams.demo import run_demo
     from streams.simulator import CustomerMix
 
-    def interrupt(*_):  # SIGTERM (e.g. from `timeout` or a supervisor) stops the demo like Ctrl-C: worker too
-        raise KeyboardInterrupt
+    async def until_stopped() -> None:
+        # Ctrl-C and SIGTERM (from `timeout` or a supervisor) cancel the demo inside the loop, so its
+        # tasks and the worker are stopped and closed before the loop goes away
+        main = asyncio.current_task()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, main.cancel)
+        try:
+            await run_demo(accounts, CustomerMix(), speed, history_days, duration, seed)
+        except asyncio.CancelledError:
+            pass
 
-    signal.signal(signal.SIGTERM, interrupt)
-    try:
-        asyncio.run(run_demo(accounts, CustomerMix(), speed, history_days, duration, seed))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(until_stopped())
 
 
 @cli.command()

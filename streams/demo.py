@@ -95,6 +95,7 @@ async def run_demo(accounts: int, mix: CustomerMix, speed: float, history_days: 
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their own clean-up (Redis, consumers) runs now
         worker.terminate()
         try:
             worker.wait(30)
