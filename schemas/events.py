@@ -11,7 +11,10 @@ Policy:
 - Strict on what we read: ids are non-empty JSON strings (numbers are refused, so
   ``42`` and ``"42"`` can never be two spellings of one account); numbers are finite
   and never booleans; timestamps without a zone are refused (guessing a zone would
-  shift windows silently).
+  shift windows silently); a key given twice in one object is refused (parsers
+  disagree on which one wins).
+- Bounded, so no record can grow an account's state or a dead letter without limit:
+  strings and numbers have the documented limits of :data:`LIMITS`.
 - Unknown extra fields are ignored, so producers can add fields before consumers
   know them (forward compatibility). Optional fields may be absent or ``null``.
 - Every failure is an :class:`InvalidEvent` naming the JSON path of the bad field, so
@@ -25,6 +28,7 @@ is the declarative description that ``schemas.generate`` turns into JSON Schema,
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +37,7 @@ from typing import ClassVar, NamedTuple
 import orjson
 
 __all__ = [
-    "EVENT_KINDS", "TICKET_ACTIONS", "SURVEY_TYPES", "SURVEY_SCALES", "FIELDS", "FieldSpec",
+    "LIMITS", "EVENT_KINDS", "TICKET_ACTIONS", "SURVEY_TYPES", "SURVEY_SCALES", "FIELDS", "FieldSpec",
     "UsageEvent", "TicketEvent", "SurveyEvent", "AccountEvent", "Event", "EVENT_CLASSES",
     "InvalidEvent", "decode_event", "event_from_dict", "event_to_dict", "encode_event",
 ]
@@ -44,6 +48,24 @@ SURVEY_TYPES = ("csat", "nps")
 # survey type -> (bottom, default top) of its scale. CSAT's top may be raised by
 # `scale` (1..scale); NPS is always 0..10 by definition.
 SURVEY_SCALES = {"csat": (1.0, 5.0), "nps": (0.0, 10.0)}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one event may carry (documented in the README's contract). Each string is kept in an
+    account's state or in an output record, so each has a length limit; numbers have a range that
+    keeps every fixed-point sum and every stored value within 64-bit integers."""
+
+    id_chars: int = 128  # event_id, account_id, user_id, ticket_id, respondent_id
+    name_chars: int = 100  # usage event name, feature, ticket priority, attribute names
+    text_chars: int = 500  # a string attribute value
+    max_value: float = 1e9  # |usage value| (hundredths are kept: 1e11 per event at most)
+    max_attribute_number: float = 1e15  # |numeric attribute value|
+    max_csat_scale: float = 100.0  # top of a CSAT scale
+    attributes: int = 100  # attributes in one account event
+
+
+LIMITS = Limits()
 
 
 # ---------------------------------------------------------------- the events
@@ -129,6 +151,7 @@ class FieldSpec(NamedTuple):
     required: bool
     description: str
     enum: tuple[str, ...] | None = None
+    bound: float | None = None  # numbers: |x| <= bound
 
 
 _COMMON = (
@@ -145,7 +168,7 @@ FIELDS: dict[str, tuple[FieldSpec, ...]] = {
         FieldSpec("name", "string", True, "What happened: login, feature_used, session, ..."),
         FieldSpec("user_id", "id", False, "The user who acted, for distinct-active-user measures."),
         FieldSpec("feature", "string", False, "The feature used, for adoption measures."),
-        FieldSpec("value", "number", False, "A finite amount, e.g. minutes spent."),
+        FieldSpec("value", "number", False, "A finite amount, e.g. minutes spent.", bound=LIMITS.max_value),
     ),
     "ticket": _COMMON + (
         FieldSpec("ticket_id", "id", True, "The support ticket this lifecycle step belongs to."),
@@ -164,7 +187,8 @@ FIELDS: dict[str, tuple[FieldSpec, ...]] = {
     "account": _COMMON + (
         FieldSpec("attributes", "attributes", True,
                   "Upsert of account attributes (CRM): name -> string, finite number, "
-                  "boolean, or null to clear. Non-empty; no nested objects or arrays."),
+                  "boolean, or null to clear. Non-empty; no nested objects or arrays.",
+                  bound=LIMITS.max_attribute_number),
     ),
 }
 
@@ -181,8 +205,11 @@ _MIN_TS = datetime(1, 1, 1, tzinfo=_UTC).timestamp()
 _MAX_TS = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=_UTC).timestamp()
 _ACTIONS = frozenset(TICKET_ACTIONS)
 
-_ID = "a non-empty string (ids must be JSON strings, numbers are not accepted)"
-_STR = "a non-empty string"
+_ID = (f"a non-empty string of at most {LIMITS.id_chars} characters "
+       "(ids must be JSON strings, numbers are not accepted)")
+_STR = f"a non-empty string of at most {LIMITS.name_chars} characters"
+_MAX_ID = LIMITS.id_chars
+_MAX_NAME = LIMITS.name_chars
 _NUM = "a finite number (not a boolean)"
 _TS = "an ISO 8601 timestamp with a time zone"
 _KINDS = "one of " + ", ".join(EVENT_KINDS)
@@ -198,6 +225,8 @@ def _show(v) -> str:
         return "an object"
     if isinstance(v, list):
         return "an array"
+    if isinstance(v, str) and len(v) > 80:
+        return f"a string of {len(v)} characters"
     s = repr(v)
     return s if len(s) <= 80 else s[:77] + "..."
 
@@ -212,16 +241,16 @@ def _bad(d: dict, name: str, expected: str) -> InvalidEvent:
     return _invalid(name, expected, got)
 
 
-def _req_str(d: dict, name: str, expected: str = _STR) -> str:
+def _req_str(d: dict, name: str, expected: str = _STR, limit: int = _MAX_NAME) -> str:
     v = d.get(name)
-    if isinstance(v, str) and v:
+    if isinstance(v, str) and v and len(v) <= limit:
         return v
     raise _bad(d, name, expected)
 
 
-def _opt_str(d: dict, name: str, expected: str = _STR) -> str | None:
+def _opt_str(d: dict, name: str, expected: str = _STR, limit: int = _MAX_NAME) -> str | None:
     v = d.get(name)
-    if v is None or (isinstance(v, str) and v):
+    if v is None or (isinstance(v, str) and v and len(v) <= limit):
         return v
     raise _bad(d, name, expected)
 
@@ -247,14 +276,17 @@ def _req_num(d: dict, name: str) -> float:
     return f
 
 
-def _opt_num(d: dict, name: str) -> float | None:
+def _opt_num(d: dict, name: str, bound: float, expected: str) -> float | None:
     v = d.get(name)
     if v is None:
         return None
     f = _num(v)
-    if f is None:
-        raise _bad(d, name, _NUM)
+    if f is None or not -bound <= f <= bound:
+        raise _bad(d, name, expected)
     return f
+
+
+_VALUE = f"a finite number between -{LIMITS.max_value:g} and {LIMITS.max_value:g} (not a boolean)"
 
 
 def _timestamp(d: dict) -> float:
@@ -276,15 +308,22 @@ def _timestamp(d: dict) -> float:
 
 def _usage(d: dict) -> UsageEvent:
     return UsageEvent(
-        _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d),
-        _req_str(d, "name"), _opt_str(d, "user_id", _ID), _opt_str(d, "feature"),
-        _opt_num(d, "value"),
+        _req_str(d, "event_id", _ID, _MAX_ID), _req_str(d, "account_id", _ID, _MAX_ID), _timestamp(d),
+        _req_str(d, "name"), _opt_str(d, "user_id", _ID, _MAX_ID), _opt_str(d, "feature"),
+        _opt_num(d, "value", LIMITS.max_value, _VALUE),
     )
 
 
+def _ids(d: dict) -> tuple[str, str, float]:
+    return _req_str(d, "event_id", _ID, _MAX_ID), _req_str(d, "account_id", _ID, _MAX_ID), _timestamp(d)
+
+
+_SCALE = f"a number greater than 1 and at most {LIMITS.max_csat_scale:g} (csat answers lie in 1..scale)"
+
+
 def _ticket(d: dict) -> TicketEvent:
-    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
-    ticket_id = _req_str(d, "ticket_id", _ID)
+    event_id, account_id, ts = _ids(d)
+    ticket_id = _req_str(d, "ticket_id", _ID, _MAX_ID)
     action = d.get("action")
     if not (isinstance(action, str) and action in _ACTIONS):
         raise _bad(d, "action", "one of " + ", ".join(TICKET_ACTIONS))
@@ -295,42 +334,55 @@ def _ticket(d: dict) -> TicketEvent:
 
 
 def _survey(d: dict) -> SurveyEvent:
-    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
+    event_id, account_id, ts = _ids(d)
     survey = d.get("survey")
     if not (isinstance(survey, str) and survey in SURVEY_SCALES):
         raise _bad(d, "survey", "one of " + ", ".join(SURVEY_TYPES))
-    score, scale = _req_num(d, "score"), _opt_num(d, "scale")
+    score, scale = _req_num(d, "score"), _opt_num(d, "scale", LIMITS.max_csat_scale, _SCALE)
     bottom, top = SURVEY_SCALES[survey]
     if scale is not None:
         if survey == "nps" and scale != top:
             raise _bad(d, "scale", "10 or null (NPS is always 0..10)")
         if scale <= bottom:
-            raise _bad(d, "scale", "a number greater than 1 (csat answers lie in 1..scale)")
+            raise _bad(d, "scale", _SCALE)
         top = scale
     if not bottom <= score <= top:
         raise _bad(d, "score", f"a number between {bottom:g} and {top:g} (the {survey} scale)")
-    return SurveyEvent(event_id, account_id, ts, survey, score, scale, _opt_str(d, "respondent_id", _ID))
+    return SurveyEvent(event_id, account_id, ts, survey, score, scale,
+                       _opt_str(d, "respondent_id", _ID, _MAX_ID))
 
 
 def _account(d: dict) -> AccountEvent:
-    event_id, account_id, ts = _req_str(d, "event_id", _ID), _req_str(d, "account_id", _ID), _timestamp(d)
+    event_id, account_id, ts = _ids(d)
     attrs = d.get("attributes")
     if not (isinstance(attrs, dict) and attrs):
         raise _bad(d, "attributes", "a non-empty object of attribute name -> scalar")
+    if len(attrs) > LIMITS.attributes:
+        raise _invalid("attributes", f"at most {LIMITS.attributes} attributes in one event", f"{len(attrs)}")
     for key, v in attrs.items():
-        if not (isinstance(key, str) and key):  # JSON keys are strings; dicts from callers may not be
-            raise _invalid("attributes", "non-empty string attribute names", _show(key))
-        if v is None or isinstance(v, (str, bool)):
+        if not (isinstance(key, str) and key and len(key) <= _MAX_NAME):  # dicts from callers may not be JSON
+            raise _invalid("attributes", f"attribute names of 1 to {_MAX_NAME} characters", _show(key))
+        if v is None or v is True or v is False:
             continue
-        if isinstance(v, float):
-            if _isfinite(v):
+        if isinstance(v, str):
+            if len(v) <= LIMITS.text_chars:
                 continue
-        elif isinstance(v, int):
-            continue
-        raise _invalid(f"attributes.{key}",
-                       "a string, finite number, boolean or null (no nested values)", _show(v))
+        elif isinstance(v, (int, float)):
+            if _isfinite(v) and -LIMITS.max_attribute_number <= v <= LIMITS.max_attribute_number:
+                continue
+        raise _invalid(f"attributes.{_show_key(key)}", _ATTRIBUTE, _show(v))
     # A copy: the event is frozen, callers of event_from_dict keep their dict.
     return AccountEvent(event_id, account_id, ts, dict(attrs))
+
+
+_ATTRIBUTE = (f"a string of at most {LIMITS.text_chars} characters, a finite number between "
+              f"-{LIMITS.max_attribute_number:g} and {LIMITS.max_attribute_number:g}, a boolean or null "
+              "(no nested values)")
+
+
+def _show_key(key: str) -> str:
+    """An attribute name inside a field path, with control characters escaped (reasons reach logs)."""
+    return key if key.isprintable() else repr(key)[1:-1]
 
 
 _DECODERS = {"usage": _usage, "ticket": _ticket, "survey": _survey, "account": _account}
@@ -376,7 +428,44 @@ def decode_event(raw: bytes | str, kind: str | None = None, *, max_bytes: int = 
             got = ("a boolean " if isinstance(data, bool) else "a string " if isinstance(data, str)
                    else "a number ") + got
         raise _invalid("", "a JSON object", got)
+    _refuse_duplicate_keys(raw, data)
     return event_from_dict(data, kind)
+
+
+def _refuse_duplicate_keys(raw: bytes, data: dict) -> None:
+    """orjson keeps the last of two equal keys; other parsers keep the first. Every key of the text
+    ends in '"', optional whitespace and ':'. Without whitespace, the text has at least as many '":'
+    as key occurrences; when that is no more than the parsed objects' keys, no key came twice
+    (about 0.4 us). Otherwise (strings containing '":', nested objects) an exact, slower check decides."""
+    keys = len(data)
+    attrs = data.get("attributes")
+    if type(attrs) is dict:
+        keys += len(attrs)
+    if raw.translate(None, b" \t\r\n").count(b'":') <= keys:
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as dup:
+        raise _invalid(dup.path, "each key at most once in an object", f"the key {_show(dup.key)} twice") from None
+    except (ValueError, RecursionError):  # orjson accepted it; nothing more to say
+        pass
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key, self.path = key, key if key.isprintable() else repr(key)[1:-1]
+
+
+def _unique_pairs(pairs: list) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
 
 
 # ------------------------------------------------------------------ encoding

@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Union
 
-from schemas.events import FIELDS, SURVEY_SCALES, FieldSpec
+from schemas.events import FIELDS, LIMITS, SURVEY_SCALES, FieldSpec
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -68,17 +68,23 @@ def field_schema(spec: FieldSpec) -> dict:
     if spec.type == "enum":
         s = {"enum": list(spec.enum) + ([] if spec.required else [None])}
     else:
+        bound = {} if spec.bound is None else {"minimum": -_num(spec.bound), "maximum": _num(spec.bound)}
         s = {
-            "id": {"type": "string", "minLength": 1},
-            "string": {"type": "string", "minLength": 1},
+            "id": {"type": "string", "minLength": 1, "maxLength": LIMITS.id_chars},
+            "string": {"type": "string", "minLength": 1, "maxLength": LIMITS.name_chars},
             "timestamp": {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN},
-            "number": {"type": "number"},  # JSON cannot carry NaN/Infinity, so finite
+            "number": {"type": "number", **bound},  # JSON cannot carry NaN/Infinity, so finite
             "boolean": {"type": "boolean"},
             "attributes": {
                 "type": "object",
                 "minProperties": 1,
-                "propertyNames": {"minLength": 1},
-                "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+                "maxProperties": LIMITS.attributes,
+                "propertyNames": {"minLength": 1, "maxLength": LIMITS.name_chars},
+                "additionalProperties": {"anyOf": [
+                    {"type": "string", "maxLength": LIMITS.text_chars},
+                    {"type": "number", **bound},
+                    {"type": ["boolean", "null"]},
+                ]},
             },
         }[spec.type]
         if not spec.required:
@@ -99,7 +105,7 @@ def _survey_rules() -> list[dict]:
             "scale": {"enum": [_num(nps_top), None]}}}},
         {"if": is_("csat"), "then": {"properties": {
             "score": {"minimum": _num(csat_lo)},
-            "scale": {"exclusiveMinimum": _num(csat_lo)}}}},
+            "scale": {"exclusiveMinimum": _num(csat_lo), "maximum": _num(LIMITS.max_csat_scale)}}}},
         {"if": {"properties": {"survey": {"const": "csat"}, "scale": {"type": "null"}},
                 "required": ["survey"]},
          "then": {"properties": {"score": {"maximum": _num(csat_top)}}}},

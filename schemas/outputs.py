@@ -6,6 +6,8 @@ raw input and the reason. Builders take plain values; the worker feeds them from
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,17 +67,34 @@ def alert_event(alert: dict) -> dict[str, Any]:
     }
 
 
+DEAD_LETTER_RAW_BYTES = 8192  # of the input kept in a dead letter; the rest is known by its size and hash
+DEAD_LETTER_KEY_CHARS = 256
+DEAD_LETTER_REASON_CHARS = 1000
+
+
 def dead_letter(*, topic: str, partition: int, offset: int, key: bytes | None, raw: bytes, reason: str,
                 field: str | None, at: float) -> dict[str, Any]:
-    """An input that could not be used: its bytes (UTF-8, or latin-1 when not UTF-8) and why."""
+    """An input that could not be used: why, where it was, and its bytes (UTF-8 text, or base64 when
+    not UTF-8). Bounded whatever the input, so the broker always accepts it: the first
+    DEAD_LETTER_RAW_BYTES bytes are kept, with the whole input's size and SHA-256."""
+    kept = raw[:DEAD_LETTER_RAW_BYTES]
     try:
-        text, encoding = raw.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = raw.decode("latin-1"), "latin-1"
-    return {"topic": topic, "partition": partition, "offset": offset,
-            "key": key.decode("utf-8", "replace") if key is not None else None,
-            "reason": reason, "field": field, "raw": text, "raw_encoding": encoding,
-            "dead_lettered_at": iso(at)}
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError as err:
+        if len(kept) < len(raw) and err.start >= len(kept) - 3 and err.reason == "unexpected end of data":
+            kept = kept[:err.start]  # the cut fell inside a character
+            text, encoding = kept.decode("utf-8"), "utf-8"
+        else:
+            text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    key_text = key.decode("utf-8", "replace") if key is not None else None
+    if key_text is not None and len(key_text) > DEAD_LETTER_KEY_CHARS:
+        key_text = key_text[:DEAD_LETTER_KEY_CHARS] + "..."
+    if len(reason) > DEAD_LETTER_REASON_CHARS:
+        reason = reason[:DEAD_LETTER_REASON_CHARS] + "..."
+    return {"topic": topic, "partition": partition, "offset": offset, "key": key_text,
+            "reason": reason, "field": field[:DEAD_LETTER_KEY_CHARS] if field else field,
+            "raw": text, "raw_encoding": encoding, "raw_bytes": len(raw), "raw_truncated": len(kept) < len(raw),
+            "raw_sha256": hashlib.sha256(raw).hexdigest(), "dead_lettered_at": iso(at)}
 
 
 # ------------------------------------------------------------------ JSON Schemas
@@ -187,11 +206,20 @@ def dead_letter_schema() -> dict:
         "title": "Dead letter",
         "description": "An input record the worker could not use, with the reason.",
         "type": "object",
-        "required": ["topic", "partition", "offset", "reason", "raw", "raw_encoding", "dead_lettered_at"],
+        "required": ["topic", "partition", "offset", "reason", "raw", "raw_encoding", "raw_bytes", "raw_truncated",
+                     "raw_sha256", "dead_lettered_at"],
         "properties": {
             "topic": {"type": "string"}, "partition": {"type": "integer"}, "offset": {"type": "integer"},
-            "key": _STR_OR_NULL, "reason": {"type": "string"}, "field": _STR_OR_NULL,
-            "raw": {"type": "string"}, "raw_encoding": {"enum": ["utf-8", "latin-1"]},
+            "key": {**_STR_OR_NULL, "description": f"the record's key as text, cut after {DEAD_LETTER_KEY_CHARS} "
+                    "characters"},
+            "reason": {"type": "string", "description": f"what was expected and what came, at most "
+                       f"{DEAD_LETTER_REASON_CHARS} characters"},
+            "field": _STR_OR_NULL,
+            "raw": {"type": "string", "description": f"the first {DEAD_LETTER_RAW_BYTES} bytes of the record's value"},
+            "raw_encoding": {"enum": ["utf-8", "base64"]},
+            "raw_bytes": {"type": "integer", "description": "size of the whole value"},
+            "raw_truncated": {"type": "boolean"},
+            "raw_sha256": {"type": "string", "description": "SHA-256 of the whole value, hex"},
             "dead_lettered_at": _TIME,
         },
     }

@@ -25,6 +25,8 @@ def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | Non
         # streams.kafka_batches); aiokafka's 16 KiB default would hold four account states
         producer_max_batch_size=512 * 1024,
         consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=settings.heartbeat_seconds,
     )
     from streams import pipeline
 

@@ -26,6 +26,8 @@ from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams import quiet_logs
+
 
 @dataclass(slots=True)
 class RecordBatch:
@@ -179,6 +181,7 @@ class HealthApp(faust.App):
             # faust's terminal spinner sets the root logger to DEBUG for levels from warn up: every
             # debug call in aiokafka then builds a record the handlers drop (5 % of a busy worker)
             logging.getLogger().setLevel(_LEVELS.get(self.log_level, self.log_level.upper()))
+        quiet_logs.install()  # an outage's repeated warnings, once per message per half minute
         logging.getLogger(__name__).info("event loop: %s", type(asyncio.get_running_loop()).__module__)
         await super().on_first_start()
         for topic in self.declared_topics:

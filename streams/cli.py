@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from streams.settings import Settings
+from streams.text import printable
 
 
 @click.group()
@@ -158,18 +159,20 @@ def show(account_id: str) -> None:
 
     record, history = asyncio.run(read())
     if record is None:
-        raise click.ClickException(f"no score for account {account_id!r} in {settings.redis_url} "
+        raise click.ClickException(f"no score for account {printable(account_id)!r} in {settings.redis_url} "
                                    f"(prefix {settings.redis_prefix!r})")
-    click.echo(f"{account_id}: {record['score']} {record['band']}  (segment {record['segment']}, "
-               f"coverage {record['coverage']:.0%}, model {record['model_version']}, updated {record['computed_at']})")
+    # every name printed comes from outside (producers, the model file): escaped, so none drives the terminal
+    click.echo(printable(f"{account_id}: {record['score']} {record['band']}  (segment {record['segment']}, "
+                         f"coverage {record['coverage']:.0%}, model {record['model_version']}, "
+                         f"updated {record['computed_at']})"))
     click.echo(f"{'component':<22}{'value':>10}{'score':>8}{'weight':>8}{'points':>8}")
     for name, c in sorted(record["components"].items(), key=lambda kv: -kv[1]["contribution"]):
         value = "-" if c["value"] is None else f"{c['value']:.2f}"
         score = "-" if c["score"] is None else f"{c['score']:.0f}"
-        click.echo(f"{name:<22}{value:>10}{score:>8}{c['weight']:>8.2f}{c['contribution']:>8.1f}")
+        click.echo(f"{printable(name):<22}{value:>10}{score:>8}{c['weight']:>8.2f}{c['contribution']:>8.1f}")
     if record["changes"]:
         click.echo(f"last change ({record['cause']}): {record['previous_score']} -> {record['score']}: " + ", ".join(
-            f"{c['component']} {c['change']:+.1f}" for c in record["changes"]))
+            f"{printable(c['component'])} {c['change']:+.1f}" for c in record["changes"]))
     if history:
         click.echo("history: " + " ".join(f"{s:.0f}" for _, s in history[-20:]))
 
@@ -188,8 +191,9 @@ def check_model(path: Path) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def publish_model(path: Path) -> None:
     """Roll a validated model out to every worker through the control topic."""
-    import orjson
     from aiokafka import AIOKafkaProducer
+
+    from streams.control import MODEL_KEY, model_message
 
     model = _load_model(path)
     settings = Settings.from_env()
@@ -197,9 +201,9 @@ def publish_model(path: Path) -> None:
     async def send():
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
         await producer.start()
-        try:
-            await producer.send_and_wait(settings.topics.control, orjson.dumps(
-                {"type": "model", "version": model.version, "yaml": path.read_text()}), partition=0)
+        try:  # one key: the compacted topic keeps the latest model
+            await producer.send_and_wait(settings.topics.control, model_message(path.read_text(), model.version),
+                                         key=MODEL_KEY, partition=0)
         finally:
             await producer.stop()
 

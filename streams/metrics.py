@@ -24,7 +24,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 # every label value the counters can take, created at zero so rate() and increase() see the first events
 EVENT_KINDS = ("usage", "ticket", "survey", "account")
-EVENT_OUTCOMES = ("applied", "duplicate", "late", "expired", "future", "dead_lettered", "rerouted")
+EVENT_OUTCOMES = ("applied", "duplicate", "late", "expired", "future", "over_limit", "dead_lettered", "rerouted")
+CONTROL_OUTCOMES = ("applied", "superseded", "unknown_type", "malformed", "refused")  # streams.control.OUTCOMES
 ALERT_TYPES = ("health.band.degraded", "health.band.recovered", "health.trend.declining",
                "health.component.threshold")
 CAUSES = ("events", "timer", "model")
@@ -181,8 +182,18 @@ class HealthMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.events = Counter("health_events_total", "Input events by kind and outcome "
-                              "(applied, duplicate, late, expired, future, dead_lettered, rerouted)",
+                              "(applied, duplicate, late, expired, future, over_limit, dead_lettered, rerouted)",
                               ["kind", "outcome"], registry=r)
+        self.account_failures = Counter("health_account_failures_total",
+                                        "Accounts whose processing failed (events: their failing events were "
+                                        "dead-lettered; timer, model: not rescored this time), by path",
+                                        ["path"], registry=r)
+        self.commit_failures = Counter("health_commit_failures_total",
+                                       "Batches whose table writes or outputs Kafka did not take (processed again)",
+                                       registry=r)
+        self.control_messages = Counter("health_control_messages_total",
+                                        "Control topic messages by outcome (applied, superseded, unknown_type, "
+                                        "malformed, refused)", ["outcome"], registry=r)
         self.score_updates = Counter("health_score_updates_total", "Score updates published, by cause",
                                      ["cause"], registry=r)
         self.alerts = Counter("health_alerts_total", "Alerts published, by type", ["type"], registry=r)
@@ -247,8 +258,14 @@ class HealthMetrics:
             self.alerts.labels(alert_type)
         for cause in CAUSES:
             self.score_updates.labels(cause)
+        for path in ("events", *CAUSES[1:]):
+            self.account_failures.labels(path)
+        for outcome in CONTROL_OUTCOMES:
+            self.control_messages.labels(outcome)
 
-    def on_batch(self, result, seconds: float, now: float) -> None:
+    def on_batch(self, result, seconds: float, now: float, path: str = "events") -> None:
+        if result.failures:
+            self.account_failures.labels(path).inc(result.failures)
         for (kind, outcome), n in result.outcomes.items():
             self.events.labels(kind, outcome).inc(n)
         for alert_type, n in result.alerts.items():
@@ -263,6 +280,15 @@ class HealthMetrics:
         if result.scores:
             for before, after in self.index.apply(result.scores):
                 self.band_transitions.labels(before, after).inc()
+
+    def on_commit_failure(self) -> None:
+        self.commit_failures.inc()
+
+    def on_control_message(self, outcome: str, live: bool) -> None:
+        """`live`: published while the worker ran (not read back from the topic's history at start)."""
+        self.control_messages.labels(outcome).inc()
+        if live and outcome in ("unknown_type", "malformed", "refused"):
+            self.model_errors.inc()
 
     def on_rescore(self, cause: str, accounts: int, seconds: float) -> None:
         self.rescore_runs.labels(cause).inc()

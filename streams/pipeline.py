@@ -15,10 +15,14 @@ import faust
 from faust.web import Request, Response, View
 
 from streams.batching import HealthApp, RecordBatch, in_partition
+from streams.broker_watch import BrokerWatch
+from streams.control import ControlChannel
 from streams.kafka_batches import send_records
 from streams.clock import Clock
-from streams.core.model_loader import ModelError, load_model, parse_model
+from streams.core.model_loader import ModelError, load_model
 from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
+from streams.text import printable
+from streams.topics import CONTROL_TOPIC_CONFIG
 from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
 from streams.readmodel import ReadModel
 from streams.readmodel_sink import ReadModelSink
@@ -48,8 +52,11 @@ class Pipeline:
         self.inputs = app.topic(*self.kinds, key_type=bytes, value_type=bytes, partitions=n, internal=True)
         self.outputs = [app.topic(t, key_type=bytes, value_type=bytes, partitions=n, internal=True)
                         for t in (topics.scores, topics.alerts, topics.deadletter)]
-        # one partition: every worker reads all of it, and the newest model message wins
-        self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True)
+        # one partition, compacted: every worker reads all of it, and the latest valid model wins
+        self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True,
+                                 config=CONTROL_TOPIC_CONFIG)
+        self.control_channel = ControlChannel(settings.bootstrap_servers, topics.control,
+                                              on_outcome=metrics.on_control_message)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
         self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
@@ -57,6 +64,7 @@ class Pipeline:
         self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
                                   self.read_model, on_applied=metrics.on_read_model_applied,
                                   on_error=metrics.on_read_model_error)
+        self.broker = BrokerWatch(settings.bootstrap_servers, topics.control)
         self.stopping = asyncio.Event()
 
     @property
@@ -81,12 +89,39 @@ class Pipeline:
             now = self.clock.now()
             result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
                                             self._load, now)
-            await self.commit(result)
+            if not await self.commit_or_undo(result):
+                return False  # refused: read again after a seek back, with the table as it was
         self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.wall())
         return True
 
     def _load(self, account_id: str) -> bytes | None:
         return self.table.get(account_id.encode())
+
+    async def commit_or_undo(self, result: BatchResult) -> bool:
+        """Commit; if Kafka fails (the broker is away, a delivery timed out), put the table's values back
+        as they were and say False: the batch is then read and processed again, so the changelog
+        never misses a state the table holds and no event is acked unapplied."""
+        before = {account_id: self.table.data.get(account_id.encode()) for account_id in result.writes}
+        try:
+            await self.commit(result)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - KafkaError and its kin: retried with the batch
+            for account_id, value in before.items():
+                key = account_id.encode()
+                if value is None:
+                    try:
+                        del self.table.data[key]
+                    except KeyError:
+                        pass
+                else:
+                    self.table.data[key] = value
+            self.metrics.on_commit_failure()
+            log.warning("could not write a batch to Kafka (%s: %s); it is read and processed again",
+                        type(err).__name__, printable(str(err), 200))
+            await asyncio.sleep(1.0)
+            return False
 
     async def commit(self, result: BatchResult) -> None:
         """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
@@ -142,8 +177,9 @@ class Pipeline:
                     if stored is not None and self.processor.reevaluate(account_id, partition, stored, now, cause,
                                                                         result):
                         rescored += 1
-                await self.commit(result)
-            self.metrics.on_batch(result, 0.0, self.clock.wall())
+                if not await self.commit_or_undo(result):
+                    break  # Kafka is away: the next run sweeps again (the model stays in force meanwhile)
+            self.metrics.on_batch(result, 0.0, self.clock.wall(), path=cause)
             await asyncio.sleep(0)
         self.metrics.on_rescore(cause, rescored, self.clock.monotonic() - started)
         return rescored
@@ -174,19 +210,34 @@ class Pipeline:
         self.model_mtime = mtime
         try:
             model = load_model(self.settings.model_path)
-        except (ModelError, OSError) as err:
+        except Exception as err:  # noqa: BLE001 - ModelError, OSError, or anything a hostile file causes
             self.metrics.model_errors.inc()
-            log.error("model file refused, keeping version %s: %s", self.model.version, err)
+            log.error("model file refused, keeping version %s: %s", printable(self.model.version, 80),
+                      printable(str(err), 2000))
             return
         await self.roll_out(model)
+
+    async def load_control_model(self) -> None:
+        """Before any event is consumed: the latest valid model of the control topic, if there is one,
+        replaces the file's, so no score is ever published under a superseded model."""
+        model = await self.control_channel.load()
+        if model is not None and model.fingerprint != self.model.fingerprint:
+            self.use_model(model)
+
+    def use_model(self, model) -> None:
+        log.info("health model %s in use (was %s)", printable(model.version, 80), printable(self.model.version, 80))
+        self.model = self.processor.model = model
+        self.metrics.on_model(model)
 
     async def roll_out(self, model) -> None:
         if model.fingerprint == self.model.fingerprint:
             return
-        log.info("rolling out health model %s (was %s)", model.version, self.model.version)
-        self.model = self.processor.model = model
-        self.metrics.on_model(model)
-        await self.reevaluate_owned("model")
+        self.use_model(model)
+        try:
+            await self.reevaluate_owned("model")
+        except Exception as err:  # noqa: BLE001 - the timer sweeps the rest: the model fingerprint is stored
+            log.error("rolling out model %s stopped (%s: %s); the timer rescores the rest",
+                      printable(model.version, 80), type(err).__name__, printable(str(err), 200))
 
     async def check_copartitioning(self) -> None:
         """Refuse to start when an account-data topic has another partition count than the table:
@@ -214,37 +265,19 @@ class Pipeline:
             raise SystemExit(message)
 
     async def follow_control_topic(self) -> None:
-        """Every worker reads the whole control topic (no group): the newest model message wins."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            tp = TopicPartition(self.settings.topics.control, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            while not self.stopping.is_set():
-                batch = await consumer.getmany(tp, timeout_ms=500)
-                for record in batch.get(tp, ()):
-                    await self._on_control(record.value)
-        finally:
-            await consumer.stop()
-
-    async def _on_control(self, value: bytes) -> None:
-        import orjson
-        import yaml
-
-        try:
-            message = orjson.loads(value)
-            if message.get("type") != "model":
-                return
-            model = parse_model(yaml.safe_load(message["yaml"]), source=f"{self.settings.topics.control} message")
-        except (ModelError, ValueError, KeyError, TypeError, AttributeError, yaml.YAMLError) as err:
-            self.metrics.model_errors.inc()
-            log.error("model on the control topic refused, keeping version %s: %s", self.model.version, err)
-            return
-        await self.roll_out(model)
+        """Roll out models published after the start; a failure of the reader (the broker away) restarts it."""
+        while not self.stopping.is_set():
+            try:
+                await self.control_channel.follow(self.stopping, self.roll_out)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                log.warning("control topic reader stopped (%s: %s); restarting it in 5 s",
+                            type(err).__name__, printable(str(err), 200))
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), 5.0)
+                except asyncio.TimeoutError:
+                    pass
 
 
 def _mtime(path) -> float | None:
@@ -258,7 +291,7 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     pipeline = Pipeline(app, settings, metrics, clock)
     app.topics.add(pipeline.inputs)  # subscribed without an agent: the batch handler consumes it
     app.declared_topics = (pipeline.inputs, *pipeline.outputs, pipeline.control)
-    app.startup_checks = (pipeline.check_copartitioning,)
+    app.startup_checks = (pipeline.check_copartitioning, pipeline.load_control_model)
     app.batch_topics = frozenset(pipeline.kinds)
     app.batch_handler = pipeline.on_batch
     metrics.on_model(pipeline.model)
@@ -287,6 +320,10 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     async def control_topic() -> None:
         await pipeline.follow_control_topic()
 
+    @app.task
+    async def watch_broker() -> None:
+        await pipeline.broker.run(pipeline.stopping)
+
     @app.on_before_shutdown.connect
     async def stop(app, **kwargs) -> None:
         pipeline.stopping.set()
@@ -304,9 +341,20 @@ def _register_views(app: HealthApp, pipeline: Pipeline) -> None:
 
     @app.page("/health/ready")
     async def ready(web, request: Request) -> Response:
-        ok = not app.rebalancing and app.consumer is not None and bool(app.assignor.assigned_actives())
-        return web.json({"status": "ready" if ok else "not ready", "redis": pipeline.sink.redis_ok,
-                         "model_version": pipeline.model.version}, status=200 if ok else 503)
+        """Ready: Kafka reachable, partitions owned, no rebalance or recovery under way. Redis is reported,
+        not required (scoring goes on without it)."""
+        reasons = []
+        if not pipeline.broker.reachable:
+            reasons.append("kafka unreachable")
+        if app.consumer is None or not app.assignor.assigned_actives():
+            reasons.append("no partitions assigned")
+        if not pipeline.settled():
+            reasons.append("rebalancing or recovering")
+        body = {"status": "not ready" if reasons else "ready", "kafka": pipeline.broker.reachable,
+                "redis": pipeline.sink.redis_ok, "model_version": pipeline.model.version}
+        if reasons:
+            body["reasons"] = reasons
+        return web.json(body, status=503 if reasons else 200)
 
     @app.page("/accounts/{account_id}")
     async def account(web, request: Request, account_id: str) -> Response:

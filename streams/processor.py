@@ -6,6 +6,12 @@ say what to write (one table value per account) and what to publish (score updat
 dead letters, records to re-route to their account's partition). The agent around it only
 moves bytes.
 
+Nothing a producer sends may stop the worker: a record that fails anywhere (decode, fold,
+encode, an output the broker would refuse) becomes a dead letter with the reason, and the rest
+of the batch goes on. The usual path assumes nothing fails; when something does, the batch is
+done again carefully, account by account and, for a failing account, event by event (see
+`process`), so the cost of the care is paid only by batches that need it.
+
 The table value is an envelope around the core's account state: the per-account score
 sequence number and the outbox, the outputs of the last write. Outputs are published only
 after the state that produced them is durably in the changelog; if the worker dies between
@@ -15,6 +21,8 @@ content and id.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -28,9 +36,19 @@ from streams.core.alerts import explain
 from streams.core.engine import AccountUpdate, apply_events, last_score, needs_reevaluation, reevaluate
 from streams.core.model import HealthModel
 from streams.core.state import AccountState
+from streams.text import printable
 
 MAX_EVENT_IDS = 3  # per score update (alerts carry up to 20); kept in the table value, which must stay small
 MAX_CHANGES = 3  # components in a score update's explanation, the largest changes first
+# The broker refuses records over 1 MiB (message.max.bytes). A table value or output past this is
+# refused here, with a dead letter for the events that would have made it, long before that.
+MAX_RECORD_BYTES = 768 * 1024
+
+log = logging.getLogger(__name__)
+
+
+class StateTooLarge(ValueError):
+    """An account's table value, or one of its outputs, would exceed MAX_RECORD_BYTES."""
 
 
 def partition_for(account_id: str, partitions: int) -> int:
@@ -60,6 +78,19 @@ class BatchResult:
     source_timestamps_ms: list[int] = field(default_factory=list)  # of the records behind each score update
     scores: dict[str, tuple[int, float | None, str | None, str]] = field(default_factory=dict)
     # account -> (partition, score, band, segment) of its new score, for the band and segment gauges
+    failures: int = 0  # accounts whose processing raised (their events dead-lettered; see process)
+
+    def merge(self, other: "BatchResult") -> None:
+        self.writes.update(other.writes)
+        self.outputs += other.outputs
+        self.dead_letters += other.dead_letters
+        self.reroutes += other.reroutes
+        self.outcomes.update(other.outcomes)
+        self.score_causes.update(other.score_causes)
+        self.alerts.update(other.alerts)
+        self.source_timestamps_ms += other.source_timestamps_ms
+        self.scores.update(other.scores)
+        self.failures += other.failures
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +112,19 @@ class HealthProcessor:
     # ------------------------------------------------------------------ events
     def process(self, batches: Iterable[tuple[str, int, list[Any]]], load: Callable[[str], bytes | None],
                 now: float) -> BatchResult:
-        """batches: (topic, partition, aiokafka records); load: account -> stored envelope or None."""
+        """batches: (topic, partition, aiokafka records); load: account -> stored envelope or None.
+        Never raises for what a record holds: a failing record is dead-lettered with the reason."""
+        batches = list(batches)
+        try:
+            return self._process(batches, load, now, careful=False)
+        except Exception as err:  # noqa: BLE001 - nothing written yet: start again, one account at a time
+            log.warning("a batch of %d records needs care (%s: %s); isolating the failing records",
+                        sum(len(r) for _, _, r in batches), type(err).__name__, printable(str(err), 200))
+            return self._process(batches, load, now, careful=True)
+
+    def _process(self, batches: list, load: Callable[[str], bytes | None], now: float, careful: bool) -> BatchResult:
         result = BatchResult()
-        by_account: dict[str, list] = {}  # account -> [home partition, [(event, record)], newest timestamp]
+        by_account: dict[str, list] = {}  # account -> [home partition, [(event, record, topic)], newest timestamp]
         for topic, partition, records in batches:
             kind = self.input_kinds[topic]
             for record in records:
@@ -95,6 +136,10 @@ class HealthProcessor:
                     result.outcomes[(kind, "dead_lettered")] += 1
                     result.dead_letters.append(self._dead_letter(topic, partition, record, str(err), err.field, now))
                     continue
+                except Exception as err:  # noqa: BLE001 - a decoder bug must not stop the worker either
+                    result.outcomes[(kind, "dead_lettered")] += 1
+                    result.dead_letters.append(self._dead_letter(topic, partition, record, _failure(err), None, now))
+                    continue
                 entry = by_account.get(event.account_id)
                 if entry is None:  # its home partition, once per account and batch (murmur2 is not free)
                     entry = by_account[event.account_id] = [partition_for(event.account_id, self.partitions), [], 0]
@@ -102,40 +147,98 @@ class HealthProcessor:
                     result.outcomes[(kind, "rerouted")] += 1
                     result.reroutes.append(Output(topic, entry[0], event.account_id.encode(), record.value))
                     continue
-                entry[1].append((event, record))
+                entry[1].append((event, record, topic))
                 if record.timestamp > entry[2]:
                     entry[2] = record.timestamp
         for account_id, (partition, items, newest_ts) in by_account.items():
             if not items:
                 continue
-            envelope = _load(load(account_id))
-            stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
-            events = [e for e, _ in items]
-            update = apply_events(envelope.state, account_id, events, self.model, now)
-            for event, outcome in zip(events, update.event_outcomes):
-                result.outcomes[(event.kind, outcome)] += 1
-            if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
-                self._publish_outbox(envelope, account_id, partition, result, stored_pub)
-            for event, reason in update.rejected:
-                if reason == "future":
-                    record = next(r for e, r in items if e is event)
-                    result.dead_letters.append(self._dead_letter(
-                        self._topic_of(event.kind), partition, record,
-                        f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
-                        f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
-            self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts, result)
+            if not careful:
+                self._fold(account_id, partition, load(account_id), items, newest_ts, now, result)
+                continue
+            stored = load(account_id)
+            scratch = BatchResult()
+            try:
+                self._fold(account_id, partition, stored, items, newest_ts, now, scratch)
+            except Exception:  # noqa: BLE001
+                scratch = self._fold_each(account_id, partition, stored, items, newest_ts, now)
+            result.merge(scratch)
+        return result
+
+    def _fold(self, account_id: str, partition: int, stored: bytes | None, items: list, newest_ts: int,
+              now: float, result: BatchResult) -> None:
+        """One account's events of the batch into its state, its table write and its outputs."""
+        envelope = _load(stored)
+        stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
+        events = [e for e, _, _ in items]
+        update = apply_events(envelope.state, account_id, events, self.model, now)
+        for event, outcome in zip(events, update.event_outcomes):
+            result.outcomes[(event.kind, outcome)] += 1
+        if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
+            self._publish_outbox(envelope, account_id, partition, result, stored_pub)
+        for event, reason in update.rejected:
+            if reason == "future":
+                record, topic = next((r, t) for e, r, t in items if e is event)
+                result.dead_letters.append(self._dead_letter(
+                    topic, partition, record,
+                    f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
+                    f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
+            elif reason == "over_limit":
+                record, topic = next((r, t) for e, r, t in items if e is event)
+                result.dead_letters.append(self._dead_letter(
+                    topic, partition, record, f"over a state limit of account {printable(account_id)!s}: "
+                    f"{update.state.limit_reason(event)}", None, now))
+        self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts, result)
+
+    def _fold_each(self, account_id: str, partition: int, stored: bytes | None, items: list, newest_ts: int,
+                   now: float) -> BatchResult:
+        """An account whose events fail together: find the events that fail on their own (folded one at a
+        time onto the state the others leave), dead-letter them with the reason, fold the rest at once."""
+        good, bad = [], []
+        current = stored
+        for item in items:
+            trial = BatchResult()
+            try:
+                self._fold(account_id, partition, current, [item], item[1].timestamp, now, trial)
+            except Exception as err:  # noqa: BLE001
+                bad.append((item, err))
+                continue
+            good.append(item)
+            if account_id in trial.writes:
+                current = trial.writes[account_id][1]
+        result = BatchResult()
+        if good:
+            try:
+                self._fold(account_id, partition, stored, good, max(r.timestamp for _, r, _ in good), now, result)
+            except Exception as err:  # noqa: BLE001 - together they fail again: none of them is used
+                result = BatchResult()
+                bad += [(item, err) for item in good]
+        for (event, record, topic), err in bad:
+            outcome = "over_limit" if isinstance(err, StateTooLarge) else "dead_lettered"
+            result.outcomes[(event.kind, outcome)] += 1
+            result.dead_letters.append(self._dead_letter(topic, partition, record, _failure(err), None, now))
+        result.failures += 1
+        log.warning("account %s: %d of %d events dead-lettered (%s)", printable(account_id, 80), len(bad),
+                    len(items), _failure(bad[0][1]) if bad else "together they failed; alone each succeeded")
         return result
 
     # ------------------------------------------------------------------ timer / rollout
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
                    result: BatchResult) -> bool:
         """Rescore a stored account if its windows slid or the model changed; False if it was not due."""
-        envelope = _load(stored)
-        if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
+        try:
+            envelope = _load(stored)
+            if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
+                return False
+            stored_pub = envelope.state.pub  # replaced by the core, never mutated
+            update = reevaluate(envelope.state, account_id, self.model, now)
+            scratch = BatchResult()
+            self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None, scratch)
+        except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
+            result.failures += 1
+            log.warning("account %s not rescored (%s): %s", printable(account_id, 80), cause, _failure(err))
             return False
-        stored_pub = envelope.state.pub  # replaced by the core, never mutated
-        update = reevaluate(envelope.state, account_id, self.model, now)
-        self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None, result)
+        result.merge(scratch)
         return True
 
     # ------------------------------------------------------------------ helpers
@@ -167,7 +270,11 @@ class HealthProcessor:
         envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
         for alert in update.alerts:
             result.alerts[alert.type] += 1
-        result.writes[account_id] = (partition, envelope.dump())
+        value = envelope.dump()
+        if len(value) > MAX_RECORD_BYTES:
+            raise StateTooLarge(f"the account's state would be {len(value):,} bytes, over the limit of "
+                                f"{MAX_RECORD_BYTES:,} (MAX_RECORD_BYTES)")
+        result.writes[account_id] = (partition, value)
         self._publish_outbox(envelope, account_id, partition, result, score=update.score)
 
     def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult,
@@ -177,18 +284,32 @@ class HealthProcessor:
         key = account_id.encode()
         if envelope.published:
             record = score_record(envelope, account_id, self.model, pub, score)
-            result.outputs.append(Output(self.topics.scores, partition, key, orjson.dumps(record)))
+            result.outputs.append(Output(self.topics.scores, partition, key, _bounded(orjson.dumps(record))))
         for alert in envelope.alerts:
-            result.outputs.append(Output(self.topics.alerts, partition, key, orjson.dumps(alert)))
-
-    def _topic_of(self, kind: str) -> str:
-        return next(t for t, k in self.input_kinds.items() if k == kind)
+            result.outputs.append(Output(self.topics.alerts, partition, key, _bounded(orjson.dumps(alert))))
 
     def _dead_letter(self, topic: str, partition: int, record, reason: str, field_path: str | None,
                      now: float) -> Output:
         letter = outputs.dead_letter(topic=topic, partition=partition, offset=record.offset, key=record.key,
                                      raw=record.value or b"", reason=reason, field=field_path, at=now)
-        return Output(self.topics.deadletter, partition, record.key or b"", orjson.dumps(letter))
+        key = record.key or b""
+        if len(key) > outputs.DEAD_LETTER_KEY_CHARS:  # the letter is bounded, and so is its Kafka key
+            key = hashlib.sha256(key).hexdigest().encode()
+        return Output(self.topics.deadletter, partition, key, orjson.dumps(letter))
+
+
+def _bounded(value: bytes) -> bytes:
+    if len(value) > MAX_RECORD_BYTES:
+        raise StateTooLarge(f"an output record would be {len(value):,} bytes, over the limit of "
+                            f"{MAX_RECORD_BYTES:,} (MAX_RECORD_BYTES)")
+    return value
+
+
+def _failure(err: BaseException) -> str:
+    """A dead letter's reason for an unexpected failure: what failed, one line."""
+    if isinstance(err, StateTooLarge):
+        return str(err)
+    return f"could not process the event: {type(err).__name__}: {printable(str(err), 300)}"
 
 
 class _Published:

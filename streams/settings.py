@@ -23,6 +23,19 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name}: expected an integer, got {raw!r}") from None
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}: expected a number of seconds > 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Topics:
     """Kafka topic names. Every topic that carries account data is keyed by account_id."""
@@ -61,6 +74,9 @@ class Settings:
     web_host: str = "127.0.0.1"
     max_event_bytes: int = 65536
     reevaluate_seconds: int = 60
+    # A killed worker's partitions wait this long for the group to notice; Faust's default is 60 s
+    session_timeout_seconds: float = 10.0
+    heartbeat_seconds: float = 3.0
     clock_file: Path | None = None
     topics: Topics = field(default_factory=lambda: Topics.from_env("health."))
 
@@ -78,9 +94,21 @@ class Settings:
             web_host=_env("HEALTH_WEB_HOST", cls.web_host),
             max_event_bytes=_env_int("HEALTH_MAX_EVENT_BYTES", cls.max_event_bytes),
             reevaluate_seconds=_env_int("HEALTH_REEVALUATE_SECONDS", cls.reevaluate_seconds),
+            session_timeout_seconds=_env_float("HEALTH_KAFKA_SESSION_TIMEOUT_SECONDS", cls.session_timeout_seconds),
+            heartbeat_seconds=_env_float("HEALTH_KAFKA_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
             clock_file=Path(os.environ["HEALTH_CLOCK_FILE"]) if os.environ.get("HEALTH_CLOCK_FILE") else None,
             topics=Topics.from_env(_env("HEALTH_TOPIC_PREFIX", "health.")),
         )
+
+    def __post_init__(self) -> None:
+        # the broker refuses sessions under group.min.session.timeout.ms (6 s by default); a heartbeat must
+        # fit several times into a session or a busy moment looks like a death
+        if self.session_timeout_seconds < 6:
+            raise ValueError(f"HEALTH_KAFKA_SESSION_TIMEOUT_SECONDS: expected at least 6 (the broker's minimum), "
+                             f"got {self.session_timeout_seconds:g}")
+        if self.heartbeat_seconds * 3 > self.session_timeout_seconds:
+            raise ValueError(f"HEALTH_KAFKA_HEARTBEAT_SECONDS: expected at most a third of the session timeout "
+                             f"({self.session_timeout_seconds:g} s), got {self.heartbeat_seconds:g}")
 
     @property
     def bootstrap_servers(self) -> str:

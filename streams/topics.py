@@ -6,6 +6,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from streams.settings import Settings
 
 
+# The control topic keeps the latest model under one key forever (see streams.control).
+CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
 def changelog_topic(settings: Settings) -> str:
     """The account table's changelog (Faust names it after the app id and the table)."""
     return f"{settings.app_id}-accounts-changelog"
@@ -22,7 +26,7 @@ async def create_topics(settings: Settings, replication: int = 1) -> None:
         keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
         wanted = [NewTopic(n, settings.partitions, replication) for n in keyed if n not in existing]
         if t.control not in existing:
-            wanted.append(NewTopic(t.control, 1, replication))
+            wanted.append(NewTopic(t.control, 1, replication, topic_configs=CONTROL_TOPIC_CONFIG))
         if wanted:
             await admin.create_topics(wanted)
     finally:

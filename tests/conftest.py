@@ -8,6 +8,7 @@ import subprocess
 import pytest
 import redis
 
+from streams.topics import CONTROL_TOPIC_CONFIG
 from tests.harness import STACK, Stack, create_topics, unique_name
 
 PARTITIONS = 4  # per test topic: enough to exercise partitioning, cheap to create and recover
@@ -48,7 +49,7 @@ def worker_env(stack: Stack, unique: str) -> dict[str, str]:
     before the worker declared it would otherwise have the broker create it with its default size."""
     keyed = ("usage", "tickets", "surveys", "accounts", "scores", "alerts", "deadletter")
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.{t}" for t in keyed], PARTITIONS))
-    asyncio.run(create_topics(stack.bootstrap, [f"{unique}.control"], 1))
+    asyncio.run(create_topics(stack.bootstrap, [f"{unique}.control"], 1, CONTROL_TOPIC_CONFIG))
     return {
         "HEALTH_APP_ID": unique,
         "HEALTH_KAFKA_BROKER": stack.broker_url,

@@ -120,12 +120,12 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
         time.sleep(interval)
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int = 12) -> None:
+async def create_topics(bootstrap: str, names: list[str], partitions: int = 12, config: dict | None = None) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        new = [NewTopic(n, partitions, 1, topic_configs=config or {}) for n in names if n not in existing]
         if new:
             await admin.create_topics(new)
     finally:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas import generate
 from schemas.events import (
-    EVENT_CLASSES, EVENT_KINDS, FIELDS, SURVEY_TYPES, TICKET_ACTIONS, AccountEvent,
+    EVENT_CLASSES, EVENT_KINDS, FIELDS, LIMITS, SURVEY_TYPES, TICKET_ACTIONS, AccountEvent,
     InvalidEvent, SurveyEvent, TicketEvent, UsageEvent, decode_event, encode_event,
     event_from_dict, event_to_dict,
 )
@@ -201,6 +201,29 @@ BAD = [
     ("attributes-empty-name", raw("account", attributes={"": 1}), "account", "attributes", "got ''"),
     ("attributes-int-name-dict", payload("account", attributes={1: "x"}), "account", "attributes", "got 1"),
     ("not-a-dict", ["a"], "usage", "", "an array"),
+    # the limits: nothing a producer sends may grow state or outputs without bound, or overflow
+    ("value-1e308", raw("usage", value=1e308), "usage", "value", "between -1e+09 and 1e+09"),
+    ("value-1e18", raw("usage", value=1e18), "usage", "value", "got 1e+18"),
+    ("value-huge-int", raw("usage", value=10**19), "usage", "value", "finite number"),
+    ("account_id-long", raw("usage", account_id="a" * 129), "usage", "account_id", "a string of 129 characters"),
+    ("event_id-long", raw("usage", event_id="e" * 1000), "usage", "event_id", "at most 128 characters"),
+    ("name-long", raw("usage", name="n" * 101), "usage", "name", "at most 100 characters"),
+    ("feature-long", raw("usage", feature="f" * 101), "usage", "feature", "at most 100"),
+    ("ticket_id-long", raw("ticket", ticket_id="t" * 129), "ticket", "ticket_id", "at most 128"),
+    ("csat-scale-huge", raw("survey", scale=1e300, score=3), "survey", "scale", "at most 100"),
+    ("attributes-too-many", raw("account", attributes={f"a{i}": i for i in range(101)}), "account", "attributes",
+     "at most 100 attributes"),
+    ("attributes-long-name", raw("account", attributes={"n" * 101: 1}), "account", "attributes", "1 to 100"),
+    ("attributes-long-text", raw("account", attributes={"plan": "p" * 501}), "account", "attributes.plan",
+     "a string of 501 characters"),
+    ("attributes-1e18", raw("account", attributes={"seats": 10**18}), "account", "attributes.seats", "1e+15"),
+    ("attributes-control-name", raw("account", attributes={"a\nb": {}}), "account", "attributes.a\\nb",
+     "an object"),
+    # a key given twice: orjson would keep the last silently, other parsers the first
+    ("duplicate-key", raw("usage")[:-1] + b',"name":"other"}', "usage", "name", "the key 'name' twice"),
+    ("duplicate-key-spaced", raw("usage")[:-1] + b',"name" \t:"other"}', "usage", "name", "twice"),
+    ("duplicate-attribute", b'{"event_id":"e","account_id":"a","occurred_at":"2024-01-01T00:00:00Z",'
+     b'"attributes":{"plan":"a","plan":"b"}}', "account", "plan", "the key 'plan' twice"),
 ]
 
 
@@ -300,13 +323,15 @@ def test_examples_validate_with_jsonschema_when_available(kind):
 
 ids = st.text(min_size=1, max_size=12)
 finite = st.floats(allow_nan=False, allow_infinity=False)
+values = st.floats(-LIMITS.max_value, LIMITS.max_value)
+attribute_numbers = st.floats(-LIMITS.max_attribute_number, LIMITS.max_attribute_number)
 zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))])
 # microsecond timestamps whose epoch float is exact to the microsecond (|ts| < 2**33 s)
 instants = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1),
                         timezones=st.just(timezone.utc)).map(lambda d: d.timestamp())
 common = dict(event_id=ids, account_id=ids, occurred_at=instants)
-scalars = st.one_of(st.none(), st.booleans(), st.text(max_size=8), finite,
-                    st.integers(min_value=-(2**63), max_value=2**63 - 1))
+scalars = st.one_of(st.none(), st.booleans(), st.text(max_size=8), attribute_numbers,
+                    st.integers(min_value=-int(LIMITS.max_attribute_number), max_value=int(LIMITS.max_attribute_number)))
 
 
 @st.composite
@@ -316,7 +341,7 @@ def surveys(draw):
         scale, top = draw(st.sampled_from([None, 10.0])), 10.0
         score = draw(st.floats(0, 10))
     else:
-        scale = draw(st.none() | st.floats(1, 1e6, exclude_min=True))
+        scale = draw(st.none() | st.floats(1, LIMITS.max_csat_scale, exclude_min=True))
         score = draw(st.floats(1, 5.0 if scale is None else scale))
     return draw(st.builds(SurveyEvent, **common, survey=st.just(survey), score=st.just(score),
                           scale=st.just(scale), respondent_id=st.none() | ids))
@@ -324,7 +349,7 @@ def surveys(draw):
 
 events = st.one_of(
     st.builds(UsageEvent, **common, name=ids, user_id=st.none() | ids, feature=st.none() | ids,
-              value=st.none() | finite),
+              value=st.none() | values),
     st.builds(TicketEvent, **common, ticket_id=ids, action=st.sampled_from(TICKET_ACTIONS),
               priority=st.none() | ids, sla_breached=st.none() | st.booleans()),
     surveys(),

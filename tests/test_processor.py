@@ -1,6 +1,8 @@
 """The worker's batch logic without a broker: decode, route, fold, envelope, outputs, replay."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 from types import SimpleNamespace
 
@@ -11,6 +13,7 @@ from schemas.events import encode_event
 from streams.core import load_model, score_all
 from streams.core.days import DAY
 from streams.core.simulate import account_events
+from streams.core.state import STATE_LIMITS
 from streams.processor import HealthProcessor, OutputTopics, decode_state, partition_for
 from streams.settings import DEFAULT_MODEL
 
@@ -123,7 +126,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_with_its_reason(model):
     assert "JSON" in reasons[0] and reasons[1].startswith("account_id") and reasons[2].startswith("kind")
     assert reasons[3].startswith("occurred_at") and "ahead" in reasons[3]
     assert "65536" in reasons[4] or "bytes" in reasons[4]
-    assert letters[0]["raw_encoding"] == "latin-1" and letters[1]["topic"] == "in.usage"
+    assert letters[0]["raw_encoding"] == "base64" and letters[1]["topic"] == "in.usage"
     assert result.outcomes[("usage", "applied")] == 1 and "acme" in result.writes
 
 
@@ -136,3 +139,95 @@ def test_an_event_on_the_wrong_partition_is_rerouted_to_its_accounts_partition(m
     assert not result.writes and len(result.reroutes) == 1
     assert (result.reroutes[0].topic, result.reroutes[0].partition, result.reroutes[0].key) == \
            ("in.usage", partition_for("acme", N), b"acme")
+
+
+# ------------------------------------------------------------------ hostile input
+def usage_record(offset, account="acme", **fields):
+    event = {"event_id": f"ev-{offset}", "account_id": account, "occurred_at": "2024-12-01T10:00:00Z",
+             "name": "login", **fields}
+    return SimpleNamespace(key=account.encode(), value=orjson.dumps(event), offset=offset, timestamp=offset)
+
+
+def outcome_total(result) -> int:
+    return sum(result.outcomes.values())
+
+
+HOSTILE_NOW = 20058 * DAY + 12 * 3600
+
+
+def test_poison_records_are_dead_lettered_and_the_rest_of_the_batch_is_scored(model):
+    home = partition_for("acme", N)
+    records = [usage_record(0, value=1e308), usage_record(1, value=1e18), usage_record(2, value=-1e300),
+               SimpleNamespace(key=b"acme", value=b"\0" * 200_000, offset=3, timestamp=3),
+               SimpleNamespace(key=b"k" * 1_000_000, value=b"\xff" * 100_000, offset=4, timestamp=4),
+               usage_record(5, value=12.5)]
+    result = processor(model).process([("in.usage", home, records)], lambda a: None, HOSTILE_NOW)
+    assert outcome_total(result) == len(records)
+    assert result.outcomes[("usage", "dead_lettered")] == 5 and result.outcomes[("usage", "applied")] == 1
+    letters = {orjson.loads(o.value)["offset"]: (o, orjson.loads(o.value)) for o in result.dead_letters}
+    assert "between -1e+09 and 1e+09" in letters[0][1]["reason"] and "1e+18" in letters[1][1]["reason"]
+    for out, letter in letters.values():  # every letter is small enough for the broker, whatever came in
+        assert len(out.value) < 64 * 1024 and len(out.key) <= 256
+    nul = letters[3][1]
+    assert nul["raw_bytes"] == 200_000 and nul["raw_truncated"] and nul["raw_encoding"] == "utf-8"
+    assert nul["raw_sha256"] == hashlib.sha256(b"\0" * 200_000).hexdigest()
+    binary = letters[4][1]
+    assert binary["raw_encoding"] == "base64" and base64.b64decode(binary["raw"]) == b"\xff" * 8192
+    assert len(binary["key"]) <= 260
+    assert orjson.loads(result.writes["acme"][1])  # the good event was applied and its state encodes
+
+
+def test_distinct_event_names_beyond_the_state_limit_are_refused_and_counted(model):
+    """Twenty 60 KB events, each with another name, used to grow one table value past the broker's limit."""
+    home = partition_for("acme", N)
+    pad = "p" * 60_000  # unknown fields are ignored but count towards the record's size
+    records = [usage_record(i, name=f"name-{i:03d}".ljust(100, "x"), pad=pad) for i in range(150)]
+    proc = processor(model)
+    proc.max_event_bytes = 128 * 1024
+    result = proc.process([("in.usage", home, records)], lambda a: None, HOSTILE_NOW)
+    assert result.outcomes[("usage", "applied")] == STATE_LIMITS.event_names
+    assert result.outcomes[("usage", "over_limit")] == 150 - STATE_LIMITS.event_names
+    assert outcome_total(result) == 150
+    assert len(result.dead_letters) == 150 - STATE_LIMITS.event_names
+    assert all("distinct names" in orjson.loads(o.value)["reason"] for o in result.dead_letters)
+    assert len(result.writes["acme"][1]) < 64 * 1024
+
+
+def test_an_event_the_core_cannot_fold_is_dead_lettered_alone(model, monkeypatch):
+    """Whatever fails while an account's events are folded, only the failing record is dead-lettered."""
+    import streams.processor as processor_module
+
+    real = processor_module.apply_events
+
+    def fragile(state, account_id, events, *args):
+        if any(e.event_id == "ev-boom" for e in events):
+            raise ZeroDivisionError("a bug the event triggers")
+        return real(state, account_id, events, *args)
+
+    monkeypatch.setattr(processor_module, "apply_events", fragile)
+    home = partition_for("acme", N)
+    other = next(a for a in (f"acct-{i}" for i in range(100)) if partition_for(a, N) == home)
+    records = [usage_record(0), SimpleNamespace(**{**vars(usage_record(1)), "value": orjson.dumps(
+        {"event_id": "ev-boom", "account_id": "acme", "occurred_at": "2024-12-01T11:00:00Z", "name": "login"})}),
+        usage_record(2, name="export"), usage_record(3, account=other)]
+    result = processor(model).process([("in.usage", home, records)], lambda a: None, HOSTILE_NOW)
+    assert outcome_total(result) == 4 and result.outcomes[("usage", "applied")] == 3
+    (letter,) = [orjson.loads(o.value) for o in result.dead_letters]
+    assert letter["offset"] == 1 and "ZeroDivisionError: a bug the event triggers" in letter["reason"]
+    assert set(result.writes) == {"acme", other} and result.failures == 1
+    state = decode_state(result.writes["acme"][1])
+    assert sorted(state.uc) == ["export", "login"]
+
+
+def test_a_state_that_would_outgrow_the_record_limit_refuses_the_events_that_grow_it(model, monkeypatch):
+    import streams.processor as processor_module
+
+    monkeypatch.setattr(processor_module, "MAX_RECORD_BYTES", 3000)
+    home = partition_for("acme", N)
+    records = [usage_record(i, name=f"n{i}".ljust(90, "x")) for i in range(40)]
+    result = processor(model).process([("in.usage", home, records)], lambda a: None, HOSTILE_NOW)
+    assert outcome_total(result) == 40
+    refused = result.outcomes[("usage", "over_limit")]
+    assert 0 < refused < 40 and result.outcomes[("usage", "applied")] == 40 - refused
+    assert len(result.writes["acme"][1]) <= 3000
+    assert all("over the limit of 3,000" in orjson.loads(o.value)["reason"] for o in result.dead_letters)

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 from bench_handler import as_fetches, processor_for  # noqa: E402
 from bench_pipeline import metric, read_all, settings_for, start_worker  # noqa: E402
 from schemas.events import UsageEvent, encode_event  # noqa: E402
+from streams.control import MODEL_KEY  # noqa: E402
 from streams.core import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from streams.core.days import DAY  # noqa: E402
 from streams.kafka_batches import send_records  # noqa: E402
@@ -157,7 +158,7 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
         probe_ms = (time.time() - sent) * 1000
         message = orjson.dumps({"type": "model", "version": "bench-rollout", "yaml": rollout_model_yaml()})
         published = time.time()
-        asyncio.run(send(bootstrap, settings.topics.control, None, message, 0))
+        asyncio.run(send(bootstrap, settings.topics.control, MODEL_KEY, message, 0))
         wait(lambda: metric(port, 'health_rescore_runs_total{cause="model"}') >= 1, 600, "the rollout", worker)
         rollout_wall = time.time() - published
         rollout_seconds = metric(port, 'health_rescore_seconds_sum{cause="model"}')

@@ -27,7 +27,7 @@ class AccountUpdate:
     account_id: str
     state: AccountState
     outcomes: dict[str, int]  # applied / duplicate / late / expired / future -> count
-    rejected: tuple[tuple[Event, str], ...] = ()  # (event, 'late' | 'expired' | 'future')
+    rejected: tuple[tuple[Event, str], ...] = ()  # (event, 'late' | 'expired' | 'future' | 'over_limit')
     score: AccountScore | None = None  # the new score when it changed (publish it), else None
     alerts: tuple[Alert, ...] = ()
     evaluated: bool = False  # the account was (re)scored

@@ -28,6 +28,11 @@ it under 4 KB after months of activity):
 
 Every aggregate is a sum, a max, or a min over events, so any arrival order and any number
 of duplicate deliveries within the allowed lateness give the same state-derived measures.
+
+The state is bounded (:data:`STATE_LIMITS`): an event that would add a key beyond a limit (the
+101st distinct usage event name of the retained days, say) is refused with the outcome
+``over_limit``, whatever else it carries, so one account's value can never outgrow what the broker
+accepts. Below the limits nothing depends on arrival order; at a limit, which event is refused does.
 """
 from __future__ import annotations
 
@@ -45,8 +50,25 @@ TICKET_RANK = {"opened": 0, "first_response": 1, "reopened": 2, "resolved": 3, "
 OPEN_RANKS = (0, 1, 2)
 T_OPENED, T_FIRST, T_RESOLVED, T_LAST, T_RANK, T_BREACH = range(6)
 
-APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE = "applied", "duplicate", "late", "expired", "future"
-OUTCOMES = (APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE)
+APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE, OVER_LIMIT = "applied", "duplicate", "late", "expired", "future", "over_limit"
+OUTCOMES = (APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE, OVER_LIMIT)
+
+
+@dataclass(frozen=True)
+class StateLimits:
+    """Distinct keys one account's state may hold (each within the retained days). With the event
+    contract's string limits, the largest possible state stays well under a megabyte."""
+
+    event_names: int = 100  # usage event names (uc / uv)
+    users: int = 10_000  # distinct user ids (us)
+    features: int = 300  # distinct features (ft)
+    tickets: int = 1_000  # tickets with activity in the retained days (tk)
+    attributes: int = 100  # account attributes (at)
+
+
+STATE_LIMITS = StateLimits()
+_L_NAMES, _L_USERS, _L_FEATURES, _L_TICKETS, _L_ATTRIBUTES = (
+    STATE_LIMITS.event_names, STATE_LIMITS.users, STATE_LIMITS.features, STATE_LIMITS.tickets, STATE_LIMITS.attributes)
 
 
 def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
@@ -206,7 +228,7 @@ class AccountState:
 
     # ------------------------------------------------------------------ apply
     def apply(self, event, now: float, cfg: StateConfig) -> str:
-        """Fold one event in; returns its outcome (applied, duplicate, late, expired, future)."""
+        """Fold one event in; returns its outcome (applied, duplicate, late, expired, future, over_limit)."""
         ts = event.occurred_at
         kind = event.kind
         d0 = self.d0
@@ -222,15 +244,24 @@ class AccountState:
         hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # hour_of(ts) - d0 * 24
         fp = self.fp
         seen = fp.get(hkey)
-        if seen is None:
-            fp[hkey] = fpr
-        else:
+        if seen is not None:
             i = seen.find(fpr)
             while i >= 0:
                 if i % FINGERPRINT_CHARS == 0:
                     return DUPLICATE
                 i = seen.find(fpr, i + 1)
-            fp[hkey] = seen + fpr
+        # near a limit only, a closer look (len() is all the usual case costs)
+        if kind == "usage":
+            if (len(self.uc) >= _L_NAMES or len(self.us) >= _L_USERS or len(self.ft) >= _L_FEATURES) \
+                    and self._over_limit(event) is not None:
+                return OVER_LIMIT
+        elif kind == "ticket":
+            if len(self.tk) >= _L_TICKETS and self._over_limit(event) is not None:
+                return OVER_LIMIT
+        elif kind == "account" and len(self.at) + len(event.attributes) > _L_ATTRIBUTES \
+                and self._over_limit(event) is not None:
+            return OVER_LIMIT
+        fp[hkey] = fpr if seen is None else seen + fpr
         if wm is None or ts > wm:
             self.wm[kind] = ts
         day = int(ts // DAY)  # day_of(ts)
@@ -243,6 +274,31 @@ class AccountState:
         elif kind == "account":
             self._account(event, fpr)
         return APPLIED
+
+    def _over_limit(self, e) -> str | None:
+        """Which limit of STATE_LIMITS the event would exceed (it adds keys only below them), or None."""
+        lim = STATE_LIMITS
+        kind = e.kind
+        if kind == "usage":
+            if e.name not in self.uc and len(self.uc) >= lim.event_names:
+                return f"usage event names: the account already has {lim.event_names} distinct names in its retained days"
+            if e.user_id is not None and len(self.us) >= lim.users and fingerprint(e.user_id) not in self.us:
+                return f"user ids: the account already has {lim.users} distinct users in its retained days"
+            if e.feature is not None and len(self.ft) >= lim.features and e.feature not in self.ft:
+                return f"features: the account already has {lim.features} distinct features in its retained days"
+        elif kind == "ticket":
+            if len(self.tk) >= lim.tickets and e.ticket_id not in self.tk:
+                return f"tickets: the account already has {lim.tickets} tickets active in its retained days"
+        elif kind == "account":
+            if len(self.at) + len(e.attributes) > lim.attributes:
+                new = sum(1 for k in e.attributes if k not in self.at)
+                if len(self.at) + new > lim.attributes:
+                    return f"attributes: the account would have {len(self.at) + new} attributes, over the limit of {lim.attributes}"
+        return None
+
+    def limit_reason(self, e) -> str:
+        """Why an event was refused as over_limit (for its dead letter)."""
+        return self._over_limit(e) or "a state limit"
 
     def _usage(self, e: UsageEvent, i: int, day: int) -> None:
         name = e.name

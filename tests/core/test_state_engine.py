@@ -4,7 +4,10 @@ import orjson
 
 from streams.core import (AccountState, apply_events, current_score, dependent_components, last_score,
                           load_model, needs_reevaluation, reevaluate, score_all, DEFAULT_MODEL_PATH)
+from schemas.events import LIMITS
 from streams.core.days import DAY, HOUR
+from streams.core.state import STATE_LIMITS
+from streams.processor import MAX_RECORD_BYTES
 from streams.core.simulate import account_events
 
 from .helpers import T0, attrs, roundtrip, survey, ticket, usage
@@ -18,11 +21,63 @@ def test_outcomes_duplicate_late_expired_future():
     events = [e1, e1, usage("a1", NOW - 3 * DAY, id="late"), usage("a1", NOW - 80 * DAY, id="old"),
               usage("a1", NOW + 600, id="future"), usage("a1", NOW + 200, id="skew-ok")]
     up = apply_events(None, "a1", events, MODEL, NOW)
-    assert up.outcomes == {"applied": 2, "duplicate": 1, "late": 1, "expired": 1, "future": 1}
+    assert up.outcomes == {"applied": 2, "duplicate": 1, "late": 1, "expired": 1, "future": 1, "over_limit": 0}
     assert sorted((e.event_id, r) for e, r in up.rejected) == [("future", "future"), ("late", "late"), ("old", "expired")]
     # the duplicate is still recognised after a round trip through the table
     up2 = apply_events(roundtrip(up.state), "a1", [e1], MODEL, NOW + 60)
     assert up2.outcomes["duplicate"] == 1 and up2.score is None
+
+
+def test_state_limits_refuse_what_would_add_keys_beyond_them_and_nothing_else():
+    lim = STATE_LIMITS
+    names = [usage("a1", NOW - HOUR, name=f"n{i}", user="u1") for i in range(lim.event_names + 5)]
+    up = apply_events(None, "a1", names, MODEL, NOW)
+    assert up.outcomes["applied"] == lim.event_names and up.outcomes["over_limit"] == 5
+    assert len(up.state.uc) == lim.event_names
+    refused = [e for e, r in up.rejected if r == "over_limit"]
+    assert [e.name for e in refused] == [f"n{i}" for i in range(lim.event_names, lim.event_names + 5)]
+    assert "100 distinct names" in up.state.limit_reason(refused[0])
+    # a refused event leaves no fingerprint: delivered again once below the limit, it is applied
+    assert apply_events(up.state, "a1", refused[:1], MODEL, NOW).outcomes["over_limit"] == 1
+    # known names, users and features still count at the limit
+    again = apply_events(up.state, "a1", [usage("a1", NOW - 60, name="n0", user="u1")], MODEL, NOW)
+    assert again.outcomes["applied"] == 1
+
+    users = [usage("a1", NOW - HOUR, user=f"u{i}") for i in range(lim.users + 1)]
+    assert apply_events(None, "a1", users, MODEL, NOW).outcomes["over_limit"] == 1
+    feats = [usage("a1", NOW - HOUR, feature=f"f{i}") for i in range(lim.features + 1)]
+    assert apply_events(None, "a1", feats, MODEL, NOW).outcomes["over_limit"] == 1
+    tickets = [ticket("a1", NOW - HOUR, f"T{i}", "opened") for i in range(lim.tickets + 1)]
+    up = apply_events(None, "a1", tickets, MODEL, NOW)
+    assert up.outcomes["over_limit"] == 1 and len(up.state.tk) == lim.tickets
+    assert apply_events(up.state, "a1", [ticket("a1", NOW - 60, "T0", "resolved")], MODEL, NOW).outcomes["applied"] == 1
+    many = attrs("a1", NOW - HOUR, **{f"a{i}": i for i in range(lim.attributes)})
+    up = apply_events(None, "a1", [many, attrs("a1", NOW - 60, extra=1)], MODEL, NOW)
+    assert up.outcomes == {**up.outcomes, "applied": 1, "over_limit": 1}
+    assert apply_events(up.state, "a1", [attrs("a1", NOW - 30, a1=5)], MODEL, NOW).outcomes["applied"] == 1
+
+
+def test_a_limited_account_state_stays_far_below_the_brokers_record_limit():
+    """The largest state the event contract and the state limits allow, every key at its longest."""
+    lim, cfg = STATE_LIMITS, MODEL.state
+    long = lambda prefix, i, n: f"{prefix}{i}".ljust(n, "x")
+    events = []
+    for i in range(lim.event_names):
+        events.append(usage("a1", NOW - (i % 50) * DAY, name=long("n", i, LIMITS.name_chars), user=None, value=1e9))
+    n0 = long("n", 0, LIMITS.name_chars)
+    events += [usage("a1", NOW - HOUR, name=n0, user=long("u", i, LIMITS.id_chars)) for i in range(lim.users)]
+    events += [usage("a1", NOW - HOUR, name=n0, user=None, feature=long("f", i, LIMITS.name_chars))
+               for i in range(lim.features)]
+    events += [ticket("a1", NOW - i * 60, long("t", i, LIMITS.id_chars), "opened") for i in range(lim.tickets)]
+    for chunk in range(0, lim.attributes, LIMITS.attributes):
+        events.append(attrs("a1", NOW - HOUR, **{long("a", i, LIMITS.name_chars): "v" * LIMITS.text_chars
+                                                  for i in range(chunk, chunk + LIMITS.attributes)}))
+    up = apply_events(None, "a1", events, MODEL, NOW)
+    assert up.outcomes["over_limit"] == 0
+    size = len(orjson.dumps(up.state.to_dict()))
+    # the worker refuses table values over MAX_RECORD_BYTES (the broker takes 1 MiB): room is left
+    # for the envelope around the state (last score, explanation, alerts outbox: a few KB)
+    assert size < MAX_RECORD_BYTES - 64 * 1024, size
 
 
 def test_state_round_trips_through_orjson_with_string_keys():

@@ -80,8 +80,10 @@ def mismatches(latest: dict[str, dict], twin: dict) -> list[str]:
     return out
 
 
-def wait_until_equal(bootstrap: str, topic: str, twin: dict, timeout: float, alive=lambda: True) -> dict[str, dict]:
-    """Follow the score topic until every account's last score equals the twin's; return all records seen."""
+def wait_until_equal(bootstrap: str, topic: str, twin: dict, timeout: float, alive=lambda: True,
+                     only=lambda account: True) -> dict[str, dict]:
+    """Follow the score topic until every account's last score equals the twin's; return all records seen.
+    `only`: the accounts compared (others on the topic are ignored)."""
     import time
 
     from aiokafka import AIOKafkaConsumer
@@ -96,7 +98,7 @@ def wait_until_equal(bootstrap: str, topic: str, twin: dict, timeout: float, ali
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 records += [orjson.loads(r.value) for part in batch.values() for r in part]
-                diff = mismatches(latest_scores(records), twin)
+                diff = mismatches({a: r for a, r in latest_scores(records).items() if only(a)}, twin)
                 if not diff:
                     return records
                 if time.monotonic() > deadline or not alive():
