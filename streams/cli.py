@@ -180,7 +180,7 @@ def show(account_id: str) -> None:
 @cli.command("check-model")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def check_model(path: Path) -> None:
-    """Validate a health model file; print every problem with the path of the field."""
+    """Validate a health model file and build it as a worker does; print every problem with the path of the field."""
     model = _load_model(path)
     segments = ", ".join(s.name for s in model.segments) or "default only"
     click.echo(f"{path}: valid, version {model.version}: {len(model.components)} components, "

@@ -25,7 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.core.model import HealthModel
-from streams.core.model_loader import ModelError, parse_model
+from streams.core.model_loader import ModelError, model_from_yaml
 from streams.text import printable
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,6 @@ class Verdict:
     model: HealthModel | None = None
     outcome: str | None = None  # UNKNOWN, MALFORMED, REFUSED when model is None
     reason: str = ""
-
-
-def model_from_yaml(text: str, source: str) -> HealthModel:  # TODO: the loader's own, with its YAML budget
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ModelError(source, [f"not valid YAML: {err}"]) from err
-    return parse_model(data, source=source)
 
 
 def model_message(model_yaml: str, version: str) -> bytes:
@@ -164,7 +154,8 @@ class ControlChannel:
                 batch = await consumer.getmany(tp, timeout_ms=500)
                 for record in batch.get(tp, ()):
                     self.position = record.offset + 1  # a restarted reader goes on from here
-                    verdict = judge(record.offset, record.value, self.topic)
+                    # a model at the limits takes about a second to build: not on the event loop
+                    verdict = await asyncio.to_thread(judge, record.offset, record.value, self.topic)
                     if verdict.model is None:
                         self.on_outcome(verdict.outcome, True)
                         log.error("control message refused, keeping the current model: %s", verdict.reason)

@@ -29,3 +29,18 @@ def test_publish_model_refuses_an_invalid_model_before_touching_kafka(tmp_path):
     bad.write_text("version: x\n")
     result = CliRunner().invoke(cli, ["publish-model", str(bad)])
     assert result.exit_code == 1 and "measures: missing required field" in result.output
+
+
+def test_check_model_refuses_what_a_worker_could_not_run(tmp_path):
+    from tests.core.test_model_loader import alias_bomb, compact_components_yaml
+
+    big = tmp_path / "big.yaml"
+    big.write_text(compact_components_yaml(5000))  # a worker failed to build it (RecursionError)
+    result = CliRunner().invoke(cli, ["check-model", str(big)])
+    assert result.exit_code == 1
+    assert f"{big}: components: 5000 components; expected at most 100" in result.output
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(alias_bomb())  # under 1 KB; it blocked a worker's loop for 21 s and took 4.9 GB
+    result = CliRunner().invoke(cli, ["check-model", str(bomb)])
+    assert result.exit_code == 1
+    assert f"{bomb}: <yaml>: 72 aliases; expected at most 50" in result.output

@@ -200,9 +200,9 @@ class _ConfigPlan:
     """One scoring configuration (a segment or the default) compiled against the model's
     positional component order."""
 
-    __slots__ = ("name", "config", "entries", "norm", "size")
+    __slots__ = ("name", "config", "entries", "norm", "size", "cache_size")
 
-    def __init__(self, config: ScoreConfig, plan: "Plan"):
+    def __init__(self, config: ScoreConfig, plan: "Plan", cache_size: int = 4096):
         self.name = config.name
         self.config = config
         # (component index, measure name, value -> score, restriction predicate or None)
@@ -212,6 +212,7 @@ class _ConfigPlan:
         # presence key -> normalised weights (see Plan.score); bounded
         self.norm: dict[int, tuple] = {}
         self.size = len(plan.order)
+        self.cache_size = cache_size
 
     def normalised(self, key: int, codes: list[int]) -> tuple:
         """(coverage > 1e-12, rounded coverage, effective weight per component index,
@@ -231,10 +232,13 @@ class _ConfigPlan:
             eff[i] = e
             rounded[i] = round(e, 6)
         out = (coverage > 1e-12, round(coverage, 4), tuple(eff), tuple(rounded))
-        if len(self.norm) >= 4096:
+        if len(self.norm) >= self.cache_size:
             self.norm.clear()
         self.norm[key] = out
         return out
+
+
+_NORM_PATTERNS = 4096
 
 
 class Plan:
@@ -258,9 +262,11 @@ class Plan:
         self.scorers = tuple(compile_scoring(c) for c in self.components)
         self.restrictions = tuple(compile_filter(c.restrict_to) for c in self.components)
         self.band_limits = tuple(c.bands for c in self.components)
-        self.segments = tuple((compile_filter(seg.filter), _ConfigPlan(seg.config, self))
+        # the normalised-weight caches share one bound per plan (~4,096 presence patterns in all)
+        cache = max(64, _NORM_PATTERNS // (len(model.segments) + 1))
+        self.segments = tuple((compile_filter(seg.filter), _ConfigPlan(seg.config, self, cache))
                               for seg in model.segments)
-        self.default = _ConfigPlan(model.default, self)
+        self.default = _ConfigPlan(model.default, self, cache)
         self.configs = {cfg.name: cfg for _, cfg in self.segments}
         self.configs[self.default.name] = self.default
         by_name, any_usage, tickets, surveys, everything = _index(model)
@@ -481,6 +487,8 @@ def _index(model: HealthModel):
                     surveys.add(c.name)
         idx = ({k: frozenset(v | any_usage) for k, v in by_name.items()}, frozenset(any_usage),
                frozenset(tickets), frozenset(surveys), frozenset(model.components))
+        if len(_DEP_INDEX) > 64:  # bounded like the plans: every model checked or received adds one
+            _DEP_INDEX.clear()
         _DEP_INDEX[model.fingerprint] = idx
     return idx
 
