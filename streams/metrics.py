@@ -29,6 +29,7 @@ CONTROL_OUTCOMES = ("applied", "superseded", "unknown_type", "malformed", "refus
 ALERT_TYPES = ("health.band.degraded", "health.band.recovered", "health.trend.declining",
                "health.component.threshold")
 CAUSES = ("events", "timer", "model")
+READ_MODEL_REBUILD_REASONS = ("initial", "lost")
 
 
 class _PartitionAccounts:
@@ -216,8 +217,16 @@ class HealthMetrics:
                                           "Score updates written to the Redis read model", registry=r)
         self.read_model_errors = Counter("health_read_model_write_failures_total",
                                          "Failed Redis read model writes (retried)", registry=r)
-        self.read_model_backlog = Gauge("health_read_model_backlog", "Score updates fetched, not yet in Redis",
-                                        registry=r)
+        self.read_model_backlog = Gauge("health_read_model_backlog",
+                                        "Score updates on the score topic not yet in Redis: high watermark minus "
+                                        "the read model sink's applied offset, over its partitions", registry=r)
+        self.read_model_rebuilds = Counter("health_read_model_rebuilds_total",
+                                           "Score topic partitions whose Redis projection the sink (re)built from "
+                                           "the start of the topic; reason initial (nothing built yet) or lost "
+                                           "(its marker was gone: Redis lost data)", ["reason"], registry=r)
+        self.read_model_rebuilding = Gauge("health_read_model_rebuilding_partitions",
+                                           "Score topic partitions whose Redis projection is being rebuilt",
+                                           registry=r)
         self.model_errors = Counter("health_model_load_failures_total", "Health model files or messages refused",
                                     registry=r)
         self.model_info = Info("health_model", "The health model in use", registry=r)
@@ -258,6 +267,8 @@ class HealthMetrics:
             self.alerts.labels(alert_type)
         for cause in CAUSES:
             self.score_updates.labels(cause)
+        for reason in READ_MODEL_REBUILD_REASONS:
+            self.read_model_rebuilds.labels(reason)
         for path in ("events", *CAUSES[1:]):
             self.account_failures.labels(path)
         for outcome in CONTROL_OUTCOMES:
@@ -295,12 +306,20 @@ class HealthMetrics:
         self.rescore_seconds.labels(cause).observe(seconds)
         self.rescored_accounts.labels(cause).inc(accounts)
 
-    def on_read_model_applied(self, n: int, backlog: int) -> None:
+    def on_read_model_applied(self, n: int) -> None:
         self.read_model_updates.inc(n)
-        self.read_model_backlog.set(backlog)
 
     def on_read_model_error(self, exc: Exception) -> None:
         self.read_model_errors.inc()
+
+    def on_read_model_backlog(self, updates: int) -> None:
+        self.read_model_backlog.set(updates)
+
+    def on_read_model_rebuild(self, reason: str, partitions: int = 1) -> None:
+        self.read_model_rebuilds.labels(reason).inc(partitions)
+
+    def on_read_model_rebuilding(self, partitions: int) -> None:
+        self.read_model_rebuilding.set(partitions)
 
     def on_model(self, model) -> None:
         """The worker uses `model` (a streams.core HealthModel) from now on."""

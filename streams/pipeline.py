@@ -22,7 +22,7 @@ from streams.clock import Clock
 from streams.core.model_loader import ModelError, load_model
 from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.text import printable
-from streams.topics import CONTROL_TOPIC_CONFIG
+from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG
 from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
 from streams.readmodel import ReadModel
 from streams.readmodel_sink import ReadModelSink
@@ -50,7 +50,9 @@ class Pipeline:
                                          self.kinds, n, settings.max_event_bytes)
         # internal=True: the worker declares every topic with the configured partitions (co-partitioning)
         self.inputs = app.topic(*self.kinds, key_type=bytes, value_type=bytes, partitions=n, internal=True)
-        self.outputs = [app.topic(t, key_type=bytes, value_type=bytes, partitions=n, internal=True)
+        # the score topic is compacted by account (after a week): a read model rebuild finds every latest score
+        self.outputs = [app.topic(t, key_type=bytes, value_type=bytes, partitions=n, internal=True,
+                                  config=SCORE_TOPIC_CONFIG if t == topics.scores else None)
                         for t in (topics.scores, topics.alerts, topics.deadletter)]
         # one partition, compacted: every worker reads all of it, and the latest valid model wins
         self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True,
@@ -63,7 +65,9 @@ class Pipeline:
         self.read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
         self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
                                   self.read_model, on_applied=metrics.on_read_model_applied,
-                                  on_error=metrics.on_read_model_error)
+                                  on_error=metrics.on_read_model_error, on_backlog=metrics.on_read_model_backlog,
+                                  on_rebuild=metrics.on_read_model_rebuild,
+                                  on_rebuilding=metrics.on_read_model_rebuilding)
         self.broker = BrokerWatch(settings.bootstrap_servers, topics.control)
         self.stopping = asyncio.Event()
 
@@ -208,8 +212,8 @@ class Pipeline:
         if mtime == self.model_mtime:
             return
         self.model_mtime = mtime
-        try:
-            model = load_model(self.settings.model_path)
+        try:  # a model at the limits takes about a second to build: not on the event loop
+            model = await asyncio.to_thread(load_model, self.settings.model_path)
         except Exception as err:  # noqa: BLE001 - ModelError, OSError, or anything a hostile file causes
             self.metrics.model_errors.inc()
             log.error("model file refused, keeping version %s: %s", printable(self.model.version, 80),
@@ -264,16 +268,18 @@ class Pipeline:
             log.critical(message)
             raise SystemExit(message)
 
-    async def follow_control_topic(self) -> None:
-        """Roll out models published after the start; a failure of the reader (the broker away) restarts it."""
+    async def supervised(self, name: str, run) -> None:
+        """Run a background reader (the read model sink, the control topic, the broker watch) until the
+        worker stops; one that fails (the broker or Redis away, a bug) is logged and started again."""
         while not self.stopping.is_set():
             try:
-                await self.control_channel.follow(self.stopping, self.roll_out)
+                await run()
+                return
             except asyncio.CancelledError:
                 raise
-            except Exception as err:  # noqa: BLE001
-                log.warning("control topic reader stopped (%s: %s); restarting it in 5 s",
-                            type(err).__name__, printable(str(err), 200))
+            except Exception as err:  # noqa: BLE001 - a background reader must not stop the worker
+                log.warning("%s stopped (%s: %s); starting it again in 5 s", name, type(err).__name__,
+                            printable(str(err), 200))
                 try:
                     await asyncio.wait_for(self.stopping.wait(), 5.0)
                 except asyncio.TimeoutError:
@@ -314,15 +320,16 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
 
     @app.task
     async def read_model_sink() -> None:
-        await pipeline.sink.run(pipeline.stopping)
+        await pipeline.supervised("the read model sink", lambda: pipeline.sink.run(pipeline.stopping))
 
     @app.task
     async def control_topic() -> None:
-        await pipeline.follow_control_topic()
+        await pipeline.supervised("the control topic reader",
+                                  lambda: pipeline.control_channel.follow(pipeline.stopping, pipeline.roll_out))
 
     @app.task
     async def watch_broker() -> None:
-        await pipeline.broker.run(pipeline.stopping)
+        await pipeline.supervised("the broker watch", lambda: pipeline.broker.run(pipeline.stopping))
 
     @app.on_before_shutdown.connect
     async def stop(app, **kwargs) -> None:

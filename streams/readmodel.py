@@ -7,6 +7,14 @@ size is the band's count); a bounded per-account score history for the evolution
 Each update is applied by one Lua script, atomically, and only if its per-account sequence
 number is newer than the stored one: replaying the topic (after a crash, or from the start)
 leaves the same state, and an older update never overwrites a newer one.
+
+Per partition of the score topic a marker hash, `{prefix}:readmodel:p{partition}`, says that Redis
+holds that partition's projection: `state` (`building` while the sink replays the partition from
+its start, then `built`), `offset` (every update of the partition below it is in Redis), `target`
+(the end of the partition when the build started), `owner` (the sink that claimed the partition
+last) and `started_ms`. Redis losing its data loses the markers with it, which is how the sink
+notices the loss: `apply` moves the marker of each partition of the batch in the same pipeline, after
+the updates, and only if it still exists; the sink rebuilds a partition whose marker is gone.
 """
 from __future__ import annotations
 
@@ -40,8 +48,33 @@ return 1
 """
 
 
+# the marker of a partition: moved to `offset` (and to `state`, unless empty) if it exists and `owner` holds it
+MARK = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not owner then return 0 end
+if owner ~= ARGV[1] then return 2 end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[3]) end
+return 1
+"""
+
+# the fields of a partition's marker (none if it is gone), claimed for `owner` if it exists
+CLAIM = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields > 0 then redis.call('HSET', KEYS[1], 'owner', ARGV[1]) end
+return fields
+"""
+
+MARK_LOST, MARK_OK, MARK_TAKEN = 0, 1, 2  # what MARK found: no marker, ours, claimed by another sink
+BUILDING, BUILT = "building", "built"
+
+
 def _text(value) -> str:
     return "" if value is None else str(value)
+
+
+def _str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ReadModel:
@@ -52,22 +85,64 @@ class ReadModel:
         self.prefix = prefix
         self.history_len = history_len
         self._apply = client.register_script(APPLY_UPDATE)
+        self._mark = client.register_script(MARK)
+        self._claim = client.register_script(CLAIM)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "health", **kwargs) -> "ReadModel":
         return cls(aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix, **kwargs)
 
-    async def apply(self, updates: list[tuple[dict, bytes]]) -> int:
-        """Apply (decoded score update, its raw JSON) pairs in one pipeline; returns how many were newer."""
-        if not updates:
-            return 0
+    def marker_key(self, partition: int) -> str:
+        return f"{self.prefix}:readmodel:p{partition}"
+
+    async def apply(self, updates: list[tuple[dict, bytes]], marks: dict[int, tuple[int, str]] | None = None,
+                    owner: str = "") -> tuple[int, dict[int, int]]:
+        """Apply (decoded score update, its raw JSON) pairs in one pipeline, then move the markers of
+        `marks` (partition -> (next offset, new state or "")) held by `owner`. Returns how many updates were
+        newer, and per marked partition MARK_OK, MARK_LOST (its marker is gone: Redis lost data) or MARK_TAKEN."""
+        marks = marks or {}
+        if not updates and not marks:
+            await self.client.ping()  # nothing to write, but Redis must answer: the sink learns it is back
+            return 0, {}
         pipe = self.client.pipeline(transaction=False)
         for update, raw in updates:
             await self._apply(keys=[], args=[
                 self.prefix, update["account_id"], update["seq"], _text(update.get("score")),
                 _text(update.get("band")), int(update["computed_at_ms"]), self.history_len, raw,
             ], client=pipe)
-        return sum(await pipe.execute())
+        for partition, (offset, state) in marks.items():  # after the updates: a loss before them shows here
+            await self._mark(keys=[self.marker_key(partition)], args=[owner, offset, state], client=pipe)
+        results = await pipe.execute()
+        n = len(updates)
+        return sum(results[:n]), dict(zip(marks, results[n:]))
+
+    async def claim_markers(self, partitions: list[int], owner: str) -> dict[int, dict[str, str] | None]:
+        """The marker of each partition (None where it is gone), claimed for `owner` where it exists."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            await self._claim(keys=[self.marker_key(partition)], args=[owner], client=pipe)
+        out = {}
+        for partition, flat in zip(partitions, await pipe.execute()):
+            flat = [_str(v) for v in flat]
+            out[partition] = dict(zip(flat[::2], flat[1::2])) if flat else None
+        return out
+
+    async def marker_owners(self, partitions: list[int]) -> dict[int, str | None]:
+        """Who holds each partition's marker (None where the marker is gone)."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            pipe.hget(self.marker_key(partition), "owner")
+        return {p: (_str(o) if o is not None else None) for p, o in zip(partitions, await pipe.execute())}
+
+    async def start_builds(self, builds: dict[int, tuple[int, int]], owner: str, now_ms: int) -> None:
+        """Write a fresh marker for each partition -> (first offset, end offset) to replay: `building`,
+        or `built` at once when there is nothing to replay."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition, (start, target) in builds.items():
+            pipe.hset(self.marker_key(partition), mapping={
+                "state": BUILDING if target > start else BUILT, "offset": start, "target": target,
+                "owner": owner, "started_ms": now_ms})
+        await pipe.execute()
 
     async def account(self, account_id: str) -> dict | None:
         raw = await self.client.hget(f"{self.prefix}:account:{account_id}", "record")

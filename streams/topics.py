@@ -8,6 +8,9 @@ from streams.settings import Settings
 
 # The control topic keeps the latest model under one key forever (see streams.control).
 CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+# The score topic is compacted by account, so a read model rebuild finds every account's latest update
+# however old, and only after a week, so subscribers still see every update of the last seven days.
+SCORE_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(7 * 24 * 3600 * 1000)}
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -24,7 +27,9 @@ async def create_topics(settings: Settings, replication: int = 1) -> None:
     try:
         existing = set(await admin.list_topics())
         keyed = (t.usage, t.tickets, t.surveys, t.accounts, t.scores, t.alerts, t.deadletter)
-        wanted = [NewTopic(n, settings.partitions, replication) for n in keyed if n not in existing]
+        wanted = [NewTopic(n, settings.partitions, replication,
+                           topic_configs=SCORE_TOPIC_CONFIG if n == t.scores else None)
+                  for n in keyed if n not in existing]
         if t.control not in existing:
             wanted.append(NewTopic(t.control, 1, replication, topic_configs=CONTROL_TOPIC_CONFIG))
         if wanted:

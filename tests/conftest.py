@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import redis
 
-from streams.topics import CONTROL_TOPIC_CONFIG
+from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG
 from tests.harness import STACK, Stack, create_topics, unique_name
 
 PARTITIONS = 4  # per test topic: enough to exercise partitioning, cheap to create and recover
@@ -47,8 +47,9 @@ def worker_env(stack: Stack, unique: str) -> dict[str, str]:
     """Environment for a worker isolated by unique names: its own group, topics and Redis keys.
     Its topics are created first, as an operator would: a test consumer that subscribes to a topic
     before the worker declared it would otherwise have the broker create it with its default size."""
-    keyed = ("usage", "tickets", "surveys", "accounts", "scores", "alerts", "deadletter")
+    keyed = ("usage", "tickets", "surveys", "accounts", "alerts", "deadletter")
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.{t}" for t in keyed], PARTITIONS))
+    asyncio.run(create_topics(stack.bootstrap, [f"{unique}.scores"], PARTITIONS, SCORE_TOPIC_CONFIG))
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.control"], 1, CONTROL_TOPIC_CONFIG))
     return {
         "HEALTH_APP_ID": unique,

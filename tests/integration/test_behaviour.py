@@ -3,6 +3,7 @@ clock alone, hysteresis and cooldown, bad input, and a Redis outage."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -127,7 +128,11 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_stays_up(stack, 
     assert all(letter["topic"] == f"{unique}.usage" for letter in letters)
     assert {letter["partition"] for letter in letters} == {partition_for("x", PARTITIONS)}
     assert len({letter["offset"] for letter in letters}) == len(bad)
-    assert [letter["raw"] for letter in letters[1:]] == [v.decode() for v in list(bad.values())[1:]]
+    # the raw value as it came (its first 8 KiB; the whole value's size and hash)
+    assert [letter["raw"] for letter in letters[1:]] == [v[:8192].decode() for v in list(bad.values())[1:]]
+    assert [letter["raw_bytes"] for letter in letters] == [len(v) for v in bad.values()]
+    assert letters[-1]["raw_truncated"] and letters[-1]["raw_sha256"] == hashlib.sha256(bad["oversized"]).hexdigest()
+    assert letters[0]["raw_encoding"] == "utf-8"  # NUL and \x01 are valid UTF-8
     assert {s["account_id"] for s in scored} == {e.account_id for e in good}
 
 
