@@ -447,7 +447,10 @@ def _refuse_duplicate_keys(raw: bytes, data: dict) -> None:
         json.loads(raw, object_pairs_hook=_unique_pairs)
     except _DuplicateKey as dup:
         raise _invalid(dup.path, "each key at most once in an object", f"the key {_show(dup.key)} twice") from None
-    except (ValueError, RecursionError):  # orjson accepted it; nothing more to say
+    except RecursionError:  # deeper than the exact check can go: the keys cannot be vouched for
+        raise _invalid("", "JSON nested less deeply (the duplicate-key check gives up at about 900 levels)",
+                       "deeper nesting") from None
+    except ValueError:  # orjson accepted it; nothing more to say
         pass
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -31,6 +32,7 @@ from streams.text import printable
 log = logging.getLogger(__name__)
 
 MODEL_KEY = b"model"
+KEEP_AT_START = 64  # control messages a starting worker looks through for the latest valid model (newest first)
 MESSAGE_TYPE = "model"
 # outcomes of control messages (the label of health_control_messages_total)
 APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED = "applied", "superseded", "unknown_type", "malformed", "refused"
@@ -87,23 +89,54 @@ class ControlChannel:
         self.client_options = client_options or {}
         self.on_outcome = on_outcome
         self.position: int | None = None  # the next offset to read after load()
+        self.dropped = 0  # messages older than the last KEEP_AT_START at start: not judged
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                 **self.client_options)
 
     async def load(self, timeout: float = 60.0) -> HealthModel | None:
-        """The latest valid model on the topic up to its current end (None if there is none)."""
+        """The latest valid model on the topic up to its current end (None if there is none). The records
+        are read first (`timeout` bounds that), then judged newest first until a valid model is found,
+        off the event loop: a topic crowded with large models costs one build, not one per message."""
+        records = await self._read_to_end(timeout)
+        latest: Verdict | None = None
+        refused: list[Verdict] = []
+        for position, (offset, value) in enumerate(reversed(records)):
+            verdict = await asyncio.to_thread(judge, offset, value, self.topic)
+            if verdict.model is not None:
+                latest = verdict
+                for _ in range(len(records) - position - 1 + self.dropped):
+                    self.on_outcome(SUPERSEDED, False)
+                break
+            refused.append(verdict)
+            self.on_outcome(verdict.outcome, False)
+        if refused:
+            log.warning("control topic %s: %d message(s) after the model in use refused; the newest: %s",
+                        self.topic, len(refused), refused[0].reason)
+        if latest is None:
+            if records:
+                log.warning("control topic %s: no valid model among its last %d messages; using HEALTH_MODEL",
+                            self.topic, len(records))
+            return None
+        self.on_outcome(APPLIED, False)
+        log.info("control topic %s: applying model %s (offset %d; the topic ends at %d)", self.topic,
+                 printable(latest.model.version, 80), latest.offset, self.position)
+        return latest.model
+
+    async def _read_to_end(self, timeout: float) -> list[tuple[int, bytes | None]]:
+        """(offset, value) of the last KEEP_AT_START records up to the topic's end at the call
+        (older ones are only counted, in `dropped`: a newer valid model supersedes them anyway)."""
         consumer = self._consumer()
         await consumer.start()
         tp = TopicPartition(self.topic, 0)
+        kept: deque[tuple[int, bytes | None]] = deque(maxlen=KEEP_AT_START)
+        self.dropped = 0
         try:
             consumer.assign([tp])
             begin = (await consumer.beginning_offsets([tp]))[tp]
             end = (await consumer.end_offsets([tp]))[tp]
             consumer.seek(tp, begin)  # (seek_to_beginning then position() gave the end here)
-            latest: Verdict | None = None
-            refused: list[Verdict] = []
             deadline = asyncio.get_running_loop().time() + timeout
             following = begin
             while following < end:
@@ -117,27 +150,13 @@ class ControlChannel:
                     following = record.offset + 1
                     if record.offset >= end:
                         break
-                    verdict = judge(record.offset, record.value, self.topic)
-                    if verdict.model is not None:
-                        if latest is not None:
-                            self.on_outcome(SUPERSEDED, False)
-                        latest = verdict
-                    else:
-                        refused.append(verdict)
-                        self.on_outcome(verdict.outcome, False)
+                    if len(kept) == KEEP_AT_START:
+                        self.dropped += 1
+                    kept.append((record.offset, record.value))
             self.position = end
         finally:
             await consumer.stop()
-        if refused:
-            log.warning("control topic %s: %d message(s) refused while reading it at start; the first: %s",
-                        self.topic, len(refused), refused[0].reason)
-        if latest is None:
-            return None
-        self.on_outcome(APPLIED, False)
-        log.info("control topic %s: applying model %s (offset %d of %d); %s", self.topic,
-                 printable(latest.model.version, 80), latest.offset, end,
-                 "earlier models superseded" if latest.offset else "the only model")
-        return latest.model
+        return list(kept)
 
     async def follow(self, stopping: asyncio.Event, roll_out: Callable[[HealthModel], Awaitable[None]]) -> None:
         """Roll out every model published after load(); refuse (count, log once) everything else."""

@@ -22,7 +22,7 @@ from streams.clock import Clock
 from streams.core.model_loader import ModelError, load_model
 from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.text import printable
-from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG
+from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG, warn_unless_compacted
 from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
 from streams.readmodel import ReadModel
 from streams.readmodel_sink import ReadModelSink
@@ -91,8 +91,14 @@ class Pipeline:
                 # refused, the records are read again: here after a seek back, or by their new owner
                 return False
             now = self.clock.now()
-            result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
-                                            self._load, now)
+            try:
+                result = self.processor.process(((b.tp.topic, b.tp.partition, b.records) for b in batches),
+                                                self._load, now)
+            except Exception as err:  # noqa: BLE001 - a bug outside any one record: stall and say so, never exit
+                log.error("a batch could not be processed (%s: %s); it is read again",
+                          type(err).__name__, printable(str(err), 300), exc_info=True)
+                await asyncio.sleep(5.0)
+                return False
             if not await self.commit_or_undo(result):
                 return False  # refused: read again after a seek back, with the table as it was
         self.metrics.on_batch(result, self.clock.monotonic() - started, self.clock.wall())
@@ -112,20 +118,34 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as err:  # noqa: BLE001 - KafkaError and its kin: retried with the batch
-            for account_id, value in before.items():
-                key = account_id.encode()
-                if value is None:
-                    try:
-                        del self.table.data[key]
-                    except KeyError:
-                        pass
-                else:
-                    self.table.data[key] = value
+            self.undo(result, before)
             self.metrics.on_commit_failure()
             log.warning("could not write a batch to Kafka (%s: %s); it is read and processed again",
                         type(err).__name__, printable(str(err), 200))
             await asyncio.sleep(1.0)
             return False
+
+    def undo(self, result: BatchResult, before: dict[str, bytes | None]) -> None:
+        """Put back the table values a failed commit had written, as `commit` wrote them (in their
+        partition, in the memory store's partition index); partitions revoked meanwhile are left
+        to their new owner, which recovers them from the changelog."""
+        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+        key_partition = getattr(self.table.data, "_key_partition", None)
+        for account_id, value in before.items():
+            partition = result.writes[account_id][0]
+            if partition not in owned:
+                continue
+            key = account_id.encode()
+            with in_partition(self.anchor_topic, partition):
+                if value is None:
+                    try:
+                        del self.table.data[key]
+                    except KeyError:
+                        pass
+                    if key_partition is not None:
+                        key_partition.pop(key, None)
+                else:
+                    self.table.data[key] = value
 
     async def commit(self, result: BatchResult) -> None:
         """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
@@ -224,6 +244,8 @@ class Pipeline:
     async def load_control_model(self) -> None:
         """Before any event is consumed: the latest valid model of the control topic, if there is one,
         replaces the file's, so no score is ever published under a superseded model."""
+        await warn_unless_compacted(self.settings.bootstrap_servers, self.settings.topics.control,
+                                    "the model in force is deleted with it after the retention time")
         model = await self.control_channel.load()
         if model is not None and model.fingerprint != self.model.fingerprint:
             self.use_model(model)

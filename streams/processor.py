@@ -8,9 +8,9 @@ moves bytes.
 
 Nothing a producer sends may stop the worker: a record that fails anywhere (decode, fold,
 encode, an output the broker would refuse) becomes a dead letter with the reason, and the rest
-of the batch goes on. The usual path assumes nothing fails; when something does, the batch is
-done again carefully, account by account and, for a failing account, event by event (see
-`process`), so the cost of the care is paid only by batches that need it.
+of the batch goes on. An account's events are folded together, and added to the batch's result
+only once nothing can fail; when something does, that account's events are folded one at a time
+(see `_fold_each`), so the care costs only the accounts that need it.
 
 The table value is an envelope around the core's account state: the per-account score
 sequence number and the outbox, the outputs of the last write. Outputs are published only
@@ -114,15 +114,6 @@ class HealthProcessor:
                 now: float) -> BatchResult:
         """batches: (topic, partition, aiokafka records); load: account -> stored envelope or None.
         Never raises for what a record holds: a failing record is dead-lettered with the reason."""
-        batches = list(batches)
-        try:
-            return self._process(batches, load, now, careful=False)
-        except Exception as err:  # noqa: BLE001 - nothing written yet: start again, one account at a time
-            log.warning("a batch of %d records needs care (%s: %s); isolating the failing records",
-                        sum(len(r) for _, _, r in batches), type(err).__name__, printable(str(err), 200))
-            return self._process(batches, load, now, careful=True)
-
-    def _process(self, batches: list, load: Callable[[str], bytes | None], now: float, careful: bool) -> BatchResult:
         result = BatchResult()
         by_account: dict[str, list] = {}  # account -> [home partition, [(event, record, topic)], newest timestamp]
         for topic, partition, records in batches:
@@ -153,73 +144,77 @@ class HealthProcessor:
         for account_id, (partition, items, newest_ts) in by_account.items():
             if not items:
                 continue
-            if not careful:
-                self._fold(account_id, partition, load(account_id), items, newest_ts, now, result)
-                continue
             stored = load(account_id)
-            scratch = BatchResult()
-            try:
-                self._fold(account_id, partition, stored, items, newest_ts, now, scratch)
-            except Exception:  # noqa: BLE001
-                scratch = self._fold_each(account_id, partition, stored, items, newest_ts, now)
-            result.merge(scratch)
+            try:  # _fold changes `result` only once nothing can fail any more
+                self._fold(account_id, partition, stored, items, newest_ts, now, result)
+            except Exception:  # noqa: BLE001 - find the records that fail; the rest is scored
+                result.merge(self._fold_each(account_id, partition, stored, items, now))
         return result
 
     def _fold(self, account_id: str, partition: int, stored: bytes | None, items: list, newest_ts: int,
               now: float, result: BatchResult) -> None:
-        """One account's events of the batch into its state, its table write and its outputs."""
+        """One account's events of the batch into its state, its table write and its outputs. Either all of
+        that is added to `result`, or (when it raises) none of it."""
         envelope = _load(stored)
         stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
         events = [e for e, _, _ in items]
         update = apply_events(envelope.state, account_id, events, self.model, now)
-        for event, outcome in zip(events, update.event_outcomes):
-            result.outcomes[(event.kind, outcome)] += 1
+        replayed = []
         if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
-            self._publish_outbox(envelope, account_id, partition, result, stored_pub)
+            replayed = self._outbox(envelope, account_id, partition, stored_pub)
+        letters = []
         for event, reason in update.rejected:
             if reason == "future":
                 record, topic = next((r, t) for e, r, t in items if e is event)
-                result.dead_letters.append(self._dead_letter(
+                letters.append(self._dead_letter(
                     topic, partition, record,
                     f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
                     f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
             elif reason == "over_limit":
                 record, topic = next((r, t) for e, r, t in items if e is event)
-                result.dead_letters.append(self._dead_letter(
+                letters.append(self._dead_letter(
                     topic, partition, record, f"over a state limit of account {printable(account_id)!s}: "
                     f"{update.state.limit_reason(event)}", None, now))
-        self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts, result)
+        settled = self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts)
+        # nothing below raises
+        outcomes = result.outcomes
+        for event, outcome in zip(events, update.event_outcomes):
+            outcomes[(event.kind, outcome)] += 1
+        result.outputs += replayed
+        result.dead_letters += letters
+        if settled is not None:
+            settled.record(result)
 
-    def _fold_each(self, account_id: str, partition: int, stored: bytes | None, items: list, newest_ts: int,
+    def _fold_each(self, account_id: str, partition: int, stored: bytes | None, items: list,
                    now: float) -> BatchResult:
-        """An account whose events fail together: find the events that fail on their own (folded one at a
-        time onto the state the others leave), dead-letter them with the reason, fold the rest at once."""
-        good, bad = [], []
-        current = stored
-        for item in items:
-            trial = BatchResult()
-            try:
-                self._fold(account_id, partition, current, [item], item[1].timestamp, now, trial)
-            except Exception as err:  # noqa: BLE001
-                bad.append((item, err))
-                continue
-            good.append(item)
-            if account_id in trial.writes:
-                current = trial.writes[account_id][1]
+        """An account whose events fail together: fold them one at a time, each onto the state the ones
+        before it left; one that fails is dead-lettered with the reason and the rest go on. Once the
+        state is at its size limit, the account's remaining events of the batch are refused as well
+        (each further trial would decode and encode the whole state for nothing)."""
         result = BatchResult()
-        if good:
-            try:
-                self._fold(account_id, partition, stored, good, max(r.timestamp for _, r, _ in good), now, result)
-            except Exception as err:  # noqa: BLE001 - together they fail again: none of them is used
-                result = BatchResult()
-                bad += [(item, err) for item in good]
-        for (event, record, topic), err in bad:
-            outcome = "over_limit" if isinstance(err, StateTooLarge) else "dead_lettered"
-            result.outcomes[(event.kind, outcome)] += 1
+        current = stored
+        full: StateTooLarge | None = None
+        bad = 0
+        for item in items:
+            event, record, topic = item
+            err: BaseException | None = full
+            if err is None:
+                try:
+                    self._fold(account_id, partition, current, [item], record.timestamp, now, result)
+                except Exception as failure:  # noqa: BLE001
+                    err = failure
+                    if isinstance(failure, StateTooLarge):
+                        full = failure
+            if err is None:
+                if account_id in result.writes:
+                    current = result.writes[account_id][1]
+                continue
+            bad += 1
+            result.outcomes[(event.kind, "over_limit" if isinstance(err, StateTooLarge) else "dead_lettered")] += 1
             result.dead_letters.append(self._dead_letter(topic, partition, record, _failure(err), None, now))
         result.failures += 1
-        log.warning("account %s: %d of %d events dead-lettered (%s)", printable(account_id, 80), len(bad),
-                    len(items), _failure(bad[0][1]) if bad else "together they failed; alone each succeeded")
+        log.warning("account %s: %d of %d events dead-lettered (%s)", printable(account_id, 80), bad, len(items),
+                    _failure(full) if full else "the first failure is in its dead letter")
         return result
 
     # ------------------------------------------------------------------ timer / rollout
@@ -232,22 +227,22 @@ class HealthProcessor:
                 return False
             stored_pub = envelope.state.pub  # replaced by the core, never mutated
             update = reevaluate(envelope.state, account_id, self.model, now)
-            scratch = BatchResult()
-            self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None, scratch)
+            settled = self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None)
         except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
             result.failures += 1
             log.warning("account %s not rescored (%s): %s", printable(account_id, 80), cause, _failure(err))
             return False
-        result.merge(scratch)
+        if settled is not None:
+            settled.record(result)
         return True
 
     # ------------------------------------------------------------------ helpers
-    def _settle(self, envelope: "Envelope", stored_pub: dict | None, update: AccountUpdate, account_id: str, partition: int,
-                cause: str, now: float, newest_ts: int | None, result: BatchResult) -> None:
-        """Turn a core update into the envelope to write and the outputs to publish after it.
-        `stored_pub`: the score stored before the update, to explain a change against."""
+    def _settle(self, envelope: "Envelope", stored_pub: dict | None, update: AccountUpdate, account_id: str,
+                partition: int, cause: str, now: float, newest_ts: int | None) -> "_Settled | None":
+        """Turn a core update into the envelope to write and the outputs to publish after it (None: nothing
+        to write). `stored_pub`: the score stored before the update, to explain a change against."""
         if not update.state_changed and update.score is None and not update.alerts:
-            return
+            return None
         envelope.state = update.state
         envelope.published = False
         if update.score is not None:
@@ -262,31 +257,26 @@ class HealthProcessor:
                        for c in changes],
             }
             envelope.published = True
-            result.score_causes[cause] += 1
-            score = update.score
-            result.scores[account_id] = (partition, score.score, score.band, score.segment)
-            if newest_ts is not None:
-                result.source_timestamps_ms.append(newest_ts)
         envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
-        for alert in update.alerts:
-            result.alerts[alert.type] += 1
         value = envelope.dump()
         if len(value) > MAX_RECORD_BYTES:
             raise StateTooLarge(f"the account's state would be {len(value):,} bytes, over the limit of "
                                 f"{MAX_RECORD_BYTES:,} (MAX_RECORD_BYTES)")
-        result.writes[account_id] = (partition, value)
-        self._publish_outbox(envelope, account_id, partition, result, score=update.score)
+        return _Settled(account_id, partition, value, self._outbox(envelope, account_id, partition, score=update.score),
+                        cause, update.score, newest_ts, update.alerts)
 
-    def _publish_outbox(self, envelope: "Envelope", account_id: str, partition: int, result: BatchResult,
-                        pub: dict | None = None, score=None) -> None:
+    def _outbox(self, envelope: "Envelope", account_id: str, partition: int, pub: dict | None = None,
+                score=None) -> list[Output]:
         """The outputs of the envelope's last write: its score update (if it changed the score) and alerts.
         `pub`: the stored score, when the state has been folded further since that write."""
         key = account_id.encode()
+        out = []
         if envelope.published:
             record = score_record(envelope, account_id, self.model, pub, score)
-            result.outputs.append(Output(self.topics.scores, partition, key, _bounded(orjson.dumps(record))))
+            out.append(Output(self.topics.scores, partition, key, _bounded(orjson.dumps(record))))
         for alert in envelope.alerts:
-            result.outputs.append(Output(self.topics.alerts, partition, key, _bounded(orjson.dumps(alert))))
+            out.append(Output(self.topics.alerts, partition, key, _bounded(orjson.dumps(alert))))
+        return out
 
     def _dead_letter(self, topic: str, partition: int, record, reason: str, field_path: str | None,
                      now: float) -> Output:
@@ -310,6 +300,32 @@ def _failure(err: BaseException) -> str:
     if isinstance(err, StateTooLarge):
         return str(err)
     return f"could not process the event: {type(err).__name__}: {printable(str(err), 300)}"
+
+
+@dataclass(slots=True)
+class _Settled:
+    """One account's table write and outputs, built and checked, to be added to a batch's result."""
+
+    account_id: str
+    partition: int
+    value: bytes
+    outputs: list[Output]
+    cause: str
+    score: Any  # the new AccountScore, or None when the score did not change
+    newest_ts: int | None
+    alerts: tuple
+
+    def record(self, result: BatchResult) -> None:
+        score = self.score
+        if score is not None:
+            result.score_causes[self.cause] += 1
+            result.scores[self.account_id] = (self.partition, score.score, score.band, score.segment)
+            if self.newest_ts is not None:
+                result.source_timestamps_ms.append(self.newest_ts)
+        for alert in self.alerts:
+            result.alerts[alert.type] += 1
+        result.writes[self.account_id] = (self.partition, self.value)
+        result.outputs += self.outputs
 
 
 class _Published:

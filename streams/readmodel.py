@@ -65,6 +65,16 @@ if #fields > 0 then redis.call('HSET', KEYS[1], 'owner', ARGV[1]) end
 return fields
 """
 
+# a fresh marker for a partition to replay, unless another sink holds the partition's marker now (the
+# partition was handed over while this sink decided to rebuild it): 1 written, 0 not
+START = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'offset', ARGV[3], 'target', ARGV[4], 'owner', ARGV[1],
+           'started_ms', ARGV[5])
+return 1
+"""
+
 MARK_LOST, MARK_OK, MARK_TAKEN = 0, 1, 2  # what MARK found: no marker, ours, claimed by another sink
 BUILDING, BUILT = "building", "built"
 
@@ -87,6 +97,7 @@ class ReadModel:
         self._apply = client.register_script(APPLY_UPDATE)
         self._mark = client.register_script(MARK)
         self._claim = client.register_script(CLAIM)
+        self._start = client.register_script(START)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "health", **kwargs) -> "ReadModel":
@@ -134,15 +145,15 @@ class ReadModel:
             pipe.hget(self.marker_key(partition), "owner")
         return {p: (_str(o) if o is not None else None) for p, o in zip(partitions, await pipe.execute())}
 
-    async def start_builds(self, builds: dict[int, tuple[int, int]], owner: str, now_ms: int) -> None:
+    async def start_builds(self, builds: dict[int, tuple[int, int]], owner: str, now_ms: int) -> set[int]:
         """Write a fresh marker for each partition -> (first offset, end offset) to replay: `building`,
-        or `built` at once when there is nothing to replay."""
+        or `built` at once when there is nothing to replay. Returns the partitions written (not those
+        whose marker another sink holds by now)."""
         pipe = self.client.pipeline(transaction=False)
         for partition, (start, target) in builds.items():
-            pipe.hset(self.marker_key(partition), mapping={
-                "state": BUILDING if target > start else BUILT, "offset": start, "target": target,
-                "owner": owner, "started_ms": now_ms})
-        await pipe.execute()
+            await self._start(keys=[self.marker_key(partition)], client=pipe, args=[
+                owner, BUILDING if target > start else BUILT, start, target, now_ms])
+        return {p for p, ok in zip(builds, await pipe.execute()) if ok}
 
     async def account(self, account_id: str) -> dict | None:
         raw = await self.client.hget(f"{self.prefix}:account:{account_id}", "record")

@@ -16,7 +16,7 @@ below which Redis holds every update and, during a rebuild, its target, so a par
 another worker mid-rebuild is resumed there, and a restarted worker goes on from where Redis is. While
 Redis is away the sink polls with its partitions paused, so that it stays in its group (and its backlog
 stays reported) however long the outage lasts. For the topic to hold every account's latest update
-forever, it is log-compacted by account (SCORE_TOPIC_CONFIG).
+forever, it is log-compacted by account (streams.topics.SCORE_TOPIC_CONFIG).
 
 The backlog (`on_backlog`) is the number of score updates on the topic not yet in Redis: per owned
 partition, the high watermark minus the offset applied; it is refreshed after every fetch and apply,
@@ -38,7 +38,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from streams.readmodel import BUILDING, BUILT, MARK_LOST, MARK_OK, ReadModel
-from streams.topics import SCORE_TOPIC_CONFIG
+from streams.topics import warn_unless_compacted
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,14 @@ class ReadModelSink:
                                     enable_auto_commit=False, auto_offset_reset="earliest",
                                     max_poll_records=self.max_records, **self.consumer_options)
         consumer.subscribe([self.topic], listener=_Listener(self))
+        # a restarted run starts afresh: the consumer it had is gone, and with it every assignment
+        self.parts.clear()
+        self._round = None
         self._consumer = consumer
         await consumer.start()
         try:
-            await self._warn_unless_compacted()
+            await warn_unless_compacted(self.bootstrap, self.topic, "a read model rebuild misses accounts whose "
+                                        "last update it no longer retains")
             while not stopping.is_set():
                 try:
                     if not await self._step(consumer, stopping):
@@ -207,15 +211,17 @@ class ReadModelSink:
             elif owner != self.token and self.parts.get(tp) is parts[tp]:
                 # another sink claimed it: this one was superseded (it was dropped from the group)
                 log.warning("read model: partition %d was claimed by %s; leaving it", tp.partition, owner)
-                consumer.pause(tp)
+                _pause(consumer, tp)
                 del self.parts[tp]
         builds = {}
         if rebuild:
             end = await consumer.end_offsets(list(rebuild))
             beginning = await consumer.beginning_offsets(list(rebuild))
             builds = {tp: (beginning[tp], end[tp]) for tp in rebuild}
-            await self.read_model.start_builds({tp.partition: b for tp, b in builds.items()}, self.token,
-                                               int(time.time() * 1000))
+            written = await self.read_model.start_builds({tp.partition: b for tp, b in builds.items()}, self.token,
+                                                         int(time.time() * 1000))
+            for tp in [tp for tp in builds if tp.partition not in written]:  # handed over meanwhile
+                del builds[tp]
         # Redis has answered: apply the decisions
         now = time.monotonic()
         resumed = []
@@ -224,7 +230,8 @@ class ReadModelSink:
             if part is not parts[tp]:
                 continue  # revoked (and maybe assigned again) meanwhile: checked anew
             offset = int(marker["offset"])
-            consumer.seek(tp, offset)
+            if not _seek(consumer, tp, offset):
+                continue
             part.applied, part.checked = offset, True
             self._seen_marker.add(tp.partition)
             if marker.get("state") == BUILDING:
@@ -242,7 +249,8 @@ class ReadModelSink:
             part = self.parts.get(tp)
             if part is not parts[tp]:
                 continue
-            consumer.seek(tp, start)
+            if not _seek(consumer, tp, start):
+                continue
             part.applied, part.checked = start, True
             part.highwater = max(part.highwater, target)
             part.build = _Build(rebuild[tp], start, target, now) if target > start else None
@@ -321,12 +329,12 @@ class ReadModelSink:
                                  tp.partition, build.records, build.start, offset, time.monotonic() - build.started)
                         self._end_round_if_done()
             elif status == MARK_LOST:  # Redis lost data since the last apply: paused until the check rebuilds it
-                consumer.pause(tp)
+                _pause(consumer, tp)
                 part.checked = False
                 self._next_check = 0.0
             else:  # claimed by another sink
                 log.warning("read model: partition %d was claimed by another sink; leaving it", tp.partition)
-                consumer.pause(tp)
+                _pause(consumer, tp)
                 self.parts.pop(tp, None)
 
     async def _redis(self, operation, stopping: asyncio.Event):
@@ -363,8 +371,9 @@ class ReadModelSink:
         """While Redis is away: poll with every partition paused, so the group keeps this member (a consumer that
         does not poll for max.poll.interval.ms leaves it) and the backlog stays reported where it belongs."""
         try:
-            if self.parts:
-                consumer.pause(*self.parts)
+            owned = [tp for tp in self.parts if tp in consumer.assignment()]
+            if owned:
+                consumer.pause(*owned)
             fetched = await consumer.getmany(timeout_ms=0)
         except (KafkaError, AssertionError) as exc:
             log.debug("read model sink: poll during the Redis outage failed (%s)", exc)
@@ -426,32 +435,6 @@ class ReadModelSink:
                  sorted(building), sum(p.build.records for p in building.values()), reached, total,
                  time.monotonic() - self._round[0])
 
-    async def _warn_unless_compacted(self) -> None:
-        """A score topic that is not compacted forgets the accounts whose last update is older than its
-        retention: a rebuild would miss them."""
-        from aiokafka.admin import AIOKafkaAdminClient
-        from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
-        try:
-            await admin.start()
-            response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, self.topic,
-                                                                    {"cleanup.policy": None})])
-            entries = response[0].to_object()["resources"][0]["config_entries"]
-            policy = next((e["config_value"] for e in entries if e["config_names"] == "cleanup.policy"), "")
-        except Exception as exc:  # noqa: BLE001 - only a warning is at stake
-            log.debug("read model sink: could not read the config of %s (%s)", self.topic, exc)
-            return
-        finally:
-            try:
-                await admin.close()
-            except Exception:  # noqa: BLE001
-                pass
-        if "compact" not in (policy or ""):
-            log.warning("score topic %s has cleanup.policy=%s: a read model rebuild misses accounts whose last "
-                        "update it no longer retains; make it compacted (see README, 'Redis is a projection')",
-                        self.topic, policy)
-
 
 def _valid(marker: dict[str, str], highwater: int) -> bool:
     """A marker this sink can resume from: complete, and not past the partition's end (a recreated topic)."""
@@ -471,12 +454,42 @@ def _decode(record) -> dict | None:
         return None
     try:
         update = orjson.loads(record.value)
-        update["account_id"], int(update["seq"]), int(update["computed_at_ms"])
+    except orjson.JSONDecodeError:
+        update = None
+    if _is_update(update):
         return update
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        log.warning("read model: skipped a record that is not a score update (partition %d, offset %d)",
-                    record.partition, record.offset)
-        return None
+    # anything else on the topic (a stray producer) must not stall the sink: Redis would refuse it
+    log.warning("read model: skipped a record that is not a score update (partition %d, offset %d)",
+                record.partition, record.offset)
+    return None
+
+
+def _is_update(u) -> bool:
+    """The fields the read model's script uses, with the types it needs."""
+    def integer(v):
+        return type(v) is int
+
+    def number(v):
+        return (type(v) is int or (type(v) is float and v - v == 0.0))
+
+    return (type(u) is dict and type(u.get("account_id")) is str and 0 < len(u["account_id"]) <= 1024
+            and integer(u.get("seq")) and number(u.get("computed_at_ms"))
+            and (u.get("score") is None or number(u["score"]))
+            and (u.get("band") is None or type(u["band"]) is str))
+
+
+def _seek(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> bool:
+    """Seek a partition the consumer still has; False (nothing done) if it lost it meanwhile."""
+    if tp not in consumer.assignment():
+        return False
+    consumer.seek(tp, offset)
+    return True
+
+
+def _pause(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
+    """Pause a partition if the consumer still has it (pausing one it lost meanwhile raises)."""
+    if tp in consumer.assignment():
+        consumer.pause(tp)
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> None:

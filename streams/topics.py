@@ -1,9 +1,13 @@
 """Creating the worker's topics ahead of it, as an operator (or the demo and the benchmark) would."""
 from __future__ import annotations
 
+import logging
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 # The control topic keeps the latest model under one key forever (see streams.control).
@@ -36,3 +40,28 @@ async def create_topics(settings: Settings, replication: int = 1) -> None:
             await admin.create_topics(wanted)
     finally:
         await admin.close()
+
+
+async def warn_unless_compacted(bootstrap: str, topic: str, consequence: str) -> None:
+    """Warn when a topic that must be log-compacted is not (one created before by other tooling keeps its
+    settings; the README says how to alter it)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                                                {"cleanup.policy": None})])
+        entries = response[0].to_object()["resources"][0]["config_entries"]
+        policy = next((e["config_value"] for e in entries if e["config_names"] == "cleanup.policy"), "")
+    except Exception as exc:  # noqa: BLE001 - only a warning is at stake
+        log.debug("could not read the config of %s (%s)", topic, exc)
+        return
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001
+            pass
+    if "compact" not in (policy or ""):
+        log.warning("topic %s has cleanup.policy=%s: %s; make it compacted (README, 'Topics that must be "
+                    "compacted')", topic, policy, consequence)

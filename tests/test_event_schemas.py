@@ -222,6 +222,8 @@ BAD = [
     # a key given twice: orjson would keep the last silently, other parsers the first
     ("duplicate-key", raw("usage")[:-1] + b',"name":"other"}', "usage", "name", "the key 'name' twice"),
     ("duplicate-key-spaced", raw("usage")[:-1] + b',"name" \t:"other"}', "usage", "name", "twice"),
+    ("duplicate-key-deep", raw("usage")[:-1] + b',"name":"x","pad":' + b"[" * 1010 + b"]" * 1010 + b"}", "usage", "",
+     "nested less deeply"),
     ("duplicate-attribute", b'{"event_id":"e","account_id":"a","occurred_at":"2024-01-01T00:00:00Z",'
      b'"attributes":{"plan":"a","plan":"b"}}', "account", "plan", "the key 'plan' twice"),
 ]

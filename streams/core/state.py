@@ -56,19 +56,25 @@ OUTCOMES = (APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE, OVER_LIMIT)
 
 @dataclass(frozen=True)
 class StateLimits:
-    """Distinct keys one account's state may hold (each within the retained days). With the event
-    contract's string limits, the largest possible state stays well under a megabyte."""
+    """Distinct keys one account's state may hold (each within the retained days). A heavy but ordinary
+    account at every limit (short ids and names) holds about 750 KB; ids and names at their longest,
+    or full of characters JSON escapes, can exceed that: the worker then refuses the events that would
+    take the table value past its record limit (streams.processor.MAX_RECORD_BYTES)."""
 
     event_names: int = 100  # usage event names (uc / uv)
     users: int = 10_000  # distinct user ids (us)
     features: int = 300  # distinct features (ft)
     tickets: int = 1_000  # tickets with activity in the retained days (tk)
-    attributes: int = 100  # account attributes (at)
+    attributes: int = 100  # account attributes with a value (at)
+    # events remembered for de-duplication (fp): those of the hours not wholly before their kind's
+    # newest event minus the allowed lateness, 8 bytes each; about a lateness window of events
+    fingerprints: int = 50_000
 
 
 STATE_LIMITS = StateLimits()
-_L_NAMES, _L_USERS, _L_FEATURES, _L_TICKETS, _L_ATTRIBUTES = (
-    STATE_LIMITS.event_names, STATE_LIMITS.users, STATE_LIMITS.features, STATE_LIMITS.tickets, STATE_LIMITS.attributes)
+_L_NAMES, _L_USERS, _L_FEATURES, _L_TICKETS, _L_ATTRIBUTES, _L_FINGERPRINTS = (
+    STATE_LIMITS.event_names, STATE_LIMITS.users, STATE_LIMITS.features, STATE_LIMITS.tickets, STATE_LIMITS.attributes,
+    STATE_LIMITS.fingerprints)
 
 
 def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
@@ -126,6 +132,8 @@ class AccountState:
     at: dict[str, list] = field(default_factory=dict)
     pub: dict | None = None
     al: dict = field(default_factory=dict)
+    # not stored: fingerprints held in fp, counted when first needed (-1: not counted yet)
+    fn: int = field(default=-1, compare=False, repr=False)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -198,17 +206,27 @@ class AccountState:
             dh = shift * 24
             # hours before the new d0 can only receive expired events: forget them
             self.fp = {h[0] + str(int(h[1:]) - dh): v for h, v in self.fp.items() if int(h[1:]) >= dh}
+            self.fn = -1
         self.d0 = new_d0
         return True
 
     def prune_fingerprints(self, cfg: StateConfig) -> None:
         """Drop the fingerprints of hours wholly before ``wm - allowed_lateness``: any event
-        of those hours is now rejected as late, so de-duplication stays exact."""
+        of those hours is now rejected as late, so de-duplication stays exact. Cleared attributes
+        (kept as null to win over older upserts) go too once older than that: any older upsert is late."""
+        account_wm = self.wm.get("account")
+        if account_wm is not None and self.at:
+            cutoff = account_wm - cfg.allowed_lateness_seconds
+            for k in [k for k, v in self.at.items() if v[0] is None and v[1] < cutoff]:
+                del self.at[k]
         if not self.wm or not self.fp:
             return
         base = cfg.allowed_lateness_seconds + self.d0 * DAY
         # kind initial -> the last hour wholly before the kind's cutoff: (h + 1) * HOUR <= cutoff
-        last = {kind[0]: _last_hour_before(wm - base) for kind, wm in self.wm.items()}
+        self._drop_fingerprints({kind[0]: _last_hour_before(wm - base) for kind, wm in self.wm.items()})
+
+    def _drop_fingerprints(self, last: dict[str, int]) -> None:
+        """Forget the fingerprints of each kind's hours up to `last[kind initial]` (counted from d0)."""
         hours = _KEY_HOURS
         dead = None
         for h in self.fp:
@@ -225,6 +243,7 @@ class AccountState:
         if dead is not None:
             for h in dead:
                 del self.fp[h]
+            self.fn = -1
 
     # ------------------------------------------------------------------ apply
     def apply(self, event, now: float, cfg: StateConfig) -> str:
@@ -261,7 +280,18 @@ class AccountState:
         elif kind == "account" and len(self.at) + len(event.attributes) > _L_ATTRIBUTES \
                 and self._over_limit(event) is not None:
             return OVER_LIMIT
+        held = self.fn
+        if held < 0:
+            held = sum(map(len, fp.values())) // FINGERPRINT_CHARS
+        if held >= _L_FINGERPRINTS:
+            if wm is None or ts > wm:  # it moves its kind's watermark: the hours it makes late can go now
+                self._drop_fingerprints({kind[0]: _last_hour_before(ts - cfg.allowed_lateness_seconds - d0 * DAY)})
+                held = sum(map(len, fp.values())) // FINGERPRINT_CHARS
+            if held >= _L_FINGERPRINTS:
+                self.fn = held
+                return OVER_LIMIT
         fp[hkey] = fpr if seen is None else seen + fpr
+        self.fn = held + 1
         if wm is None or ts > wm:
             self.wm[kind] = ts
         day = int(ts // DAY)  # day_of(ts)
@@ -290,14 +320,18 @@ class AccountState:
             if len(self.tk) >= lim.tickets and e.ticket_id not in self.tk:
                 return f"tickets: the account already has {lim.tickets} tickets active in its retained days"
         elif kind == "account":
-            if len(self.at) + len(e.attributes) > lim.attributes:
-                new = sum(1 for k in e.attributes if k not in self.at)
-                if len(self.at) + new > lim.attributes:
-                    return f"attributes: the account would have {len(self.at) + new} attributes, over the limit of {lim.attributes}"
+            at = self.at
+            live = sum(1 for v in at.values() if v[0] is not None)
+            new = sum(1 for k, v in e.attributes.items() if v is not None and (k not in at or at[k][0] is None))
+            if live + new > lim.attributes:  # clearing one (null) is always allowed
+                return f"attributes: the account would have {live + new} attributes, over the limit of {lim.attributes}"
         return None
 
     def limit_reason(self, e) -> str:
         """Why an event was refused as over_limit (for its dead letter)."""
+        if sum(map(len, self.fp.values())) // FINGERPRINT_CHARS >= _L_FINGERPRINTS:
+            return (f"de-duplication: the account already has {_L_FINGERPRINTS} events within the allowed lateness "
+                    "(send aggregated events, e.g. a session rather than each click)")
         return self._over_limit(e) or "a state limit"
 
     def _usage(self, e: UsageEvent, i: int, day: int) -> None:

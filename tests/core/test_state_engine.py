@@ -57,6 +57,58 @@ def test_state_limits_refuse_what_would_add_keys_beyond_them_and_nothing_else():
     assert apply_events(up.state, "a1", [attrs("a1", NOW - 30, a1=5)], MODEL, NOW).outcomes["applied"] == 1
 
 
+def test_events_beyond_the_de_duplication_window_limit_are_refused_and_the_window_frees_them():
+    lim, cfg = STATE_LIMITS, MODEL.state
+    events = [usage("a1", NOW - HOUR - i * 0.5, id=f"fp-{i}") for i in range(lim.fingerprints + 3)]
+    up = apply_events(None, "a1", events, MODEL, NOW)
+    assert up.outcomes["applied"] == lim.fingerprints and up.outcomes["over_limit"] == 3
+    refused = [e for e, r in up.rejected if r == "over_limit"]
+    assert "de-duplication" in up.state.limit_reason(refused[0])
+    # a duplicate is still a duplicate at the limit, after a round trip through the table too
+    again = apply_events(roundtrip(up.state), "a1", events[:2], MODEL, NOW)
+    assert again.outcomes["duplicate"] == 2
+    # a day later those hours are beyond the allowed lateness: their fingerprints go, new events count
+    later = NOW + cfg.allowed_lateness_seconds + 2 * HOUR
+    fresh = apply_events(roundtrip(up.state), "a1", [usage("a1", later - 60, id="fresh")], MODEL, later)
+    assert fresh.outcomes["applied"] == 1
+
+
+def test_cleared_attributes_do_not_count_against_the_limit_and_go_once_beyond_the_lateness():
+    lim = STATE_LIMITS
+    names = {f"a{i}": i for i in range(lim.attributes)}
+    up = apply_events(None, "a1", [attrs("a1", NOW - 10 * DAY, **names)], MODEL, NOW - 10 * DAY + 60)
+    cleared = apply_events(up.state, "a1", [attrs("a1", NOW - 9 * DAY, **dict.fromkeys(names))], MODEL,
+                           NOW - 9 * DAY + 60)
+    assert cleared.outcomes["applied"] == 1
+    plan = apply_events(cleared.state, "a1", [attrs("a1", NOW - 60, plan="enterprise")], MODEL, NOW)
+    assert plan.outcomes["applied"] == 1 and plan.state.attributes() == {"plan": "enterprise"}
+    assert set(plan.state.at) == {"plan"}  # the cleared ones were older than the lateness: forgotten
+    # clearing is allowed at the limit; a new value beyond it is not
+    full = apply_events(None, "a1", [attrs("a1", NOW - 60, **names)], MODEL, NOW)
+    more = apply_events(full.state, "a1", [attrs("a1", NOW - 30, a0=None), attrs("a1", NOW - 20, b=1),
+                                           attrs("a1", NOW - 10, c=2)], MODEL, NOW)
+    assert [r for _, r in more.rejected] == ["over_limit"] and more.outcomes["applied"] == 2
+
+
+def test_an_ordinary_heavy_account_at_every_limit_fits_the_record_limit():
+    """Short ids and names (as producers send them), every limit of the state reached at once."""
+    lim = STATE_LIMITS
+    events = [usage("a1", NOW - (i % 60) * DAY - 60, name=f"event-{i}", user=None, value=12.5)
+              for i in range(lim.event_names)]
+    events += [usage("a1", NOW - HOUR, name="event-0", user=f"user-{i:05d}@example.com") for i in range(lim.users)]
+    events += [usage("a1", NOW - HOUR, name="event-0", user=None, feature=f"feature-{i}")
+               for i in range(lim.features)]
+    events += [ticket("a1", NOW - 50 * DAY + i * 3000, f"TCK-{i:06d}", "opened") for i in range(lim.tickets)]
+    events.append(attrs("a1", NOW - HOUR, **{f"attribute_{i}": f"value {i}" for i in range(LIMITS.attributes)}))
+    filler = lim.fingerprints - len(events)
+    events += [usage("a1", NOW - 2 * HOUR - i * 0.3, name="event-1", user=None) for i in range(filler)]
+    up = apply_events(None, "a1", events, MODEL, NOW)
+    assert up.outcomes["over_limit"] == 0
+    size = len(orjson.dumps(up.state.to_dict()))
+    print(f"state of an ordinary account at every limit: {size:,} bytes")
+    assert size < MAX_RECORD_BYTES - 64 * 1024, size
+
+
 def test_a_limited_account_state_stays_far_below_the_brokers_record_limit():
     """The largest state the event contract and the state limits allow, every key at its longest."""
     lim, cfg = STATE_LIMITS, MODEL.state

@@ -261,3 +261,31 @@ def test_the_backlog_gauge_counts_the_updates_waiting_for_redis(stack, worker_en
 def _get_json(port: int, path: str):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
         return response.status, json.loads(response.read())
+
+
+def test_records_on_the_score_topic_that_are_not_score_updates_do_not_stall_the_sink(stack, worker_env, unique,
+                                                                                      redis_client, tmp_path):
+    """Redis refuses these (a null account, a boolean seq, a score that is text): skipped, not retried forever."""
+    from tests.harness import produce
+
+    strays = [{"account_id": None, "seq": True, "computed_at_ms": 1}, {"account_id": "stray", "seq": 1,
+              "computed_at_ms": 1, "score": "n/a"}, {"account_id": "stray", "seq": "1", "computed_at_ms": 1},
+              [1, 2], b"\xff"]
+    asyncio.run(produce(stack.bootstrap, f"{unique}.scores",
+                        [(b"stray", s if isinstance(s, bytes) else json.dumps(s).encode()) for s in strays]))
+    events = event_log(accounts=20, days=10, seed=47)
+    twin = {a: s for a, s in score_all(events, load_model(DEFAULT_MODEL), NOW).items() if s.score is not None}
+    publish(stack.bootstrap, unique, deliveries(events, seed=48))
+
+    def in_redis():
+        pipe = redis_client.pipeline(transaction=False)
+        for account in twin:
+            pipe.hmget(f"{unique}:account:{account}", "score", "band")
+        return {a: tuple(row) for a, row in zip(twin, pipe.execute())}
+
+    want = {a: (str(s.score), s.band) for a, s in twin.items()}
+    with Worker(scored_env(worker_env, tmp_path), tmp_path, "--without-web") as worker:
+        wait_for(lambda: in_redis() == want or not worker.alive(), 90, what="every account in Redis")
+        assert worker.alive() and in_redis() == want
+        assert redis_client.hget(f"{unique}:account:stray", "seq") is None
+    assert worker.log().count("skipped a record that is not a score update") == len(strays)
