@@ -457,7 +457,7 @@ def _refuse_duplicate_keys(raw: bytes, data: dict) -> None:
 class _DuplicateKey(ValueError):
     def __init__(self, key: str):
         super().__init__(key)
-        self.key, self.path = key, key if key.isprintable() else repr(key)[1:-1]
+        self.key, self.path = key, _show_key(key)
 
 
 def _unique_pairs(pairs: list) -> dict:

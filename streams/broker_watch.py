@@ -13,6 +13,8 @@ import time
 
 from aiokafka.client import AIOKafkaClient
 
+from streams.clock import idle
+
 log = logging.getLogger(__name__)
 
 
@@ -58,16 +60,9 @@ class BrokerWatch:
                     raise
                 except Exception:  # noqa: BLE001
                     self._record(False)
-                    await _sleep(stopping, self.interval)
+                    await idle(stopping, self.interval)
             while not stopping.is_set():
                 self._record(await self.check(client))
-                await _sleep(stopping, self.interval)
+                await idle(stopping, self.interval)
         finally:
             await client.close()
-
-
-async def _sleep(stopping: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stopping.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass

@@ -5,6 +5,7 @@ that went quiet decays) without waiting; event time always comes from the events
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -33,6 +34,14 @@ class FileClock(Clock):
         except OSError:
             return time.time()
         return float(text) if text else time.time()
+
+
+async def idle(stopping: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if the worker is stopping meanwhile."""
+    try:
+        await asyncio.wait_for(stopping.wait(), seconds)
+    except asyncio.TimeoutError:
+        pass
 
 
 def clock_from(path: Path | None) -> Clock:

@@ -37,6 +37,7 @@ MESSAGE_TYPE = "model"
 # outcomes of control messages (the label of health_control_messages_total)
 APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED = "applied", "superseded", "unknown_type", "malformed", "refused"
 OUTCOMES = (APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED)
+REFUSALS = (UNKNOWN, MALFORMED, REFUSED)
 
 
 @dataclass(frozen=True)

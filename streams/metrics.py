@@ -20,12 +20,13 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from streams.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # every label value the counters can take, created at zero so rate() and increase() see the first events
 EVENT_KINDS = ("usage", "ticket", "survey", "account")
 EVENT_OUTCOMES = ("applied", "duplicate", "late", "expired", "future", "over_limit", "dead_lettered", "rerouted")
-CONTROL_OUTCOMES = ("applied", "superseded", "unknown_type", "malformed", "refused")  # streams.control.OUTCOMES
 ALERT_TYPES = ("health.band.degraded", "health.band.recovered", "health.trend.declining",
                "health.component.threshold")
 CAUSES = ("events", "timer", "model")
@@ -298,7 +299,7 @@ class HealthMetrics:
     def on_control_message(self, outcome: str, live: bool) -> None:
         """`live`: published while the worker ran (not read back from the topic's history at start)."""
         self.control_messages.labels(outcome).inc()
-        if live and outcome in ("unknown_type", "malformed", "refused"):
+        if live and outcome in CONTROL_REFUSALS:
             self.model_errors.inc()
 
     def on_rescore(self, cause: str, accounts: int, seconds: float) -> None:

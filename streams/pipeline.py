@@ -18,8 +18,8 @@ from streams.batching import HealthApp, RecordBatch, in_partition
 from streams.broker_watch import BrokerWatch
 from streams.control import ControlChannel
 from streams.kafka_batches import send_records
-from streams.clock import Clock
-from streams.core.model_loader import ModelError, load_model
+from streams.clock import Clock, idle
+from streams.core.model_loader import load_model
 from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.text import printable
 from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG, warn_unless_compacted
@@ -126,40 +126,44 @@ class Pipeline:
             return False
 
     def undo(self, result: BatchResult, before: dict[str, bytes | None]) -> None:
-        """Put back the table values a failed commit had written, as `commit` wrote them (in their
-        partition, in the memory store's partition index); partitions revoked meanwhile are left
+        """Put back the table values a failed commit had written; partitions revoked meanwhile are left
         to their new owner, which recovers them from the changelog."""
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
-        key_partition = getattr(self.table.data, "_key_partition", None)
+        owned = self.owned_partitions()
         for account_id, value in before.items():
             partition = result.writes[account_id][0]
-            if partition not in owned:
-                continue
-            key = account_id.encode()
-            with in_partition(self.anchor_topic, partition):
-                if value is None:
-                    try:
-                        del self.table.data[key]
-                    except KeyError:
-                        pass
-                    if key_partition is not None:
-                        key_partition.pop(key, None)
-                else:
-                    self.table.data[key] = value
+            if partition in owned:
+                self._put(account_id.encode(), partition, value)
 
-    async def commit(self, result: BatchResult) -> None:
-        """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
+    def _put(self, key: bytes, partition: int, value: bytes | None) -> None:
+        """Set (None: delete) a table value in its partition, in memory only (the changelog is the caller's)."""
+        with in_partition(self.anchor_topic, partition):  # a persistent store keeps a db per partition
+            if value is None:
+                try:
+                    del self.table.data[key]
+                except KeyError:
+                    pass
+            else:
+                self.table.data[key] = value
         # the memory store forgets a revoked partition's keys by this index, which Faust fills only
         # when it recovers a key from the changelog: written here, a key is registered here
         key_partition = getattr(self.table.data, "_key_partition", None)
+        if key_partition is not None:
+            if value is None:
+                key_partition.pop(key, None)
+            else:
+                key_partition[key] = partition
+
+    def owned_partitions(self) -> set[int]:
+        """The table partitions this worker owns actively."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+
+    async def commit(self, result: BatchResult) -> None:
+        """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
         changelog_topic = self.changelog_topic
         changelog = []
         for account_id, (partition, value) in result.writes.items():
             key = account_id.encode()
-            with in_partition(self.anchor_topic, partition):  # a persistent store keeps a db per partition
-                self.table.data[key] = value
-            if key_partition is not None:
-                key_partition[key] = partition
+            self._put(key, partition, value)
             changelog.append((changelog_topic, partition, key, value))
         producer = self.app.producer._ensure_producer()
         if changelog:
@@ -179,7 +183,7 @@ class Pipeline:
         if not self.settled():  # during recovery a table holds old values: rescoring them would roll back
             return 0
         generation = self.app.consumer_generation_id
-        owned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+        owned = self.owned_partitions()
         if not owned:
             return 0
         # a whole minute: a retried timer run after a crash computes the same outputs
@@ -215,7 +219,7 @@ class Pipeline:
         app = self.app
         if not self.settled() or app.consumer is None:
             return  # the table is complete only after recovery; on_assigned dropped the revoked partitions
-        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
+        owned = self.owned_partitions()
         index = self.metrics.index
         index.retain(owned)
         missing = index.missing(owned)
@@ -302,10 +306,7 @@ class Pipeline:
             except Exception as err:  # noqa: BLE001 - a background reader must not stop the worker
                 log.warning("%s stopped (%s: %s); starting it again in 5 s", name, type(err).__name__,
                             printable(str(err), 200))
-                try:
-                    await asyncio.wait_for(self.stopping.wait(), 5.0)
-                except asyncio.TimeoutError:
-                    pass
+                await idle(self.stopping, 5.0)
 
 
 def _mtime(path) -> float | None:

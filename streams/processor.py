@@ -80,18 +80,6 @@ class BatchResult:
     # account -> (partition, score, band, segment) of its new score, for the band and segment gauges
     failures: int = 0  # accounts whose processing raised (their events dead-lettered; see process)
 
-    def merge(self, other: "BatchResult") -> None:
-        self.writes.update(other.writes)
-        self.outputs += other.outputs
-        self.dead_letters += other.dead_letters
-        self.reroutes += other.reroutes
-        self.outcomes.update(other.outcomes)
-        self.score_causes.update(other.score_causes)
-        self.alerts.update(other.alerts)
-        self.source_timestamps_ms += other.source_timestamps_ms
-        self.scores.update(other.scores)
-        self.failures += other.failures
-
 
 @dataclass(frozen=True, slots=True)
 class OutputTopics:
@@ -148,7 +136,7 @@ class HealthProcessor:
             try:  # _fold changes `result` only once nothing can fail any more
                 self._fold(account_id, partition, stored, items, newest_ts, now, result)
             except Exception:  # noqa: BLE001 - find the records that fail; the rest is scored
-                result.merge(self._fold_each(account_id, partition, stored, items, now))
+                self._fold_each(account_id, partition, stored, items, now, result)
         return result
 
     def _fold(self, account_id: str, partition: int, stored: bytes | None, items: list, newest_ts: int,
@@ -163,15 +151,16 @@ class HealthProcessor:
         if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
             replayed = self._outbox(envelope, account_id, partition, stored_pub)
         letters = []
+        where = {id(e): (r, t) for e, r, t in items} if update.rejected else None  # event -> its record
         for event, reason in update.rejected:
             if reason == "future":
-                record, topic = next((r, t) for e, r, t in items if e is event)
+                record, topic = where[id(event)]
                 letters.append(self._dead_letter(
                     topic, partition, record,
                     f"occurred_at: expected a time at most {self.model.state.max_future_skew_seconds:g}s "
                     f"ahead of the worker's clock, got {outputs.iso(event.occurred_at)}", "occurred_at", now))
             elif reason == "over_limit":
-                record, topic = next((r, t) for e, r, t in items if e is event)
+                record, topic = where[id(event)]
                 letters.append(self._dead_letter(
                     topic, partition, record, f"over a state limit of account {printable(account_id)!s}: "
                     f"{update.state.limit_reason(event)}", None, now))
@@ -186,12 +175,12 @@ class HealthProcessor:
             settled.record(result)
 
     def _fold_each(self, account_id: str, partition: int, stored: bytes | None, items: list,
-                   now: float) -> BatchResult:
+                   now: float, result: BatchResult) -> None:
         """An account whose events fail together: fold them one at a time, each onto the state the ones
         before it left; one that fails is dead-lettered with the reason and the rest go on. Once the
         state is at its size limit, the account's remaining events of the batch are refused as well
-        (each further trial would decode and encode the whole state for nothing)."""
-        result = BatchResult()
+        (each further trial would decode and encode the whole state for nothing). Each fold is added
+        to `result` (the account's last one holds its table write)."""
         current = stored
         full: StateTooLarge | None = None
         bad = 0
@@ -215,7 +204,6 @@ class HealthProcessor:
         result.failures += 1
         log.warning("account %s: %d of %d events dead-lettered (%s)", printable(account_id, 80), bad, len(items),
                     _failure(full) if full else "the first failure is in its dead letter")
-        return result
 
     # ------------------------------------------------------------------ timer / rollout
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,

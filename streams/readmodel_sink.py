@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
+from streams.clock import idle
 from streams.readmodel import BUILDING, BUILT, MARK_LOST, MARK_OK, ReadModel
 from streams.topics import warn_unless_compacted
 
@@ -126,7 +127,7 @@ class ReadModelSink:
                         return  # stopping with updates not applied: uncommitted, the next start replays them
                 except KafkaError as exc:  # the broker is away or a rebalance interfered: try again shortly
                     log.warning("read model sink: Kafka error (%s: %s); retrying", type(exc).__name__, exc)
-                    await _wait(stopping, 1.0)
+                    await idle(stopping, 1.0)
         finally:
             self._consumer = None
             await consumer.stop()
@@ -354,7 +355,7 @@ class ReadModelSink:
                     await self._refresh_highwaters(self._consumer)
                     await self._poll_paused(self._consumer)
                 self._publish()
-                await _wait(stopping, delay)
+                await idle(stopping, delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if not self.redis_ok:
@@ -490,10 +491,3 @@ def _pause(consumer: AIOKafkaConsumer, tp: TopicPartition) -> None:
     """Pause a partition if the consumer still has it (pausing one it lost meanwhile raises)."""
     if tp in consumer.assignment():
         consumer.pause(tp)
-
-
-async def _wait(stopping: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(stopping.wait(), seconds)
-    except asyncio.TimeoutError:
-        pass

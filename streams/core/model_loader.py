@@ -26,6 +26,8 @@ from yaml.events import (AliasEvent, DocumentStartEvent, MappingEndEvent, Mappin
 
 from schemas.events import LIMITS as EVENT_LIMITS
 
+from streams.text import printable
+
 from .model import (
     DEFAULT_BANDS, IMPACTS, MEASURE_TYPES, MISSING_POLICIES, INTERACTION_KINDS,
     AccountFilter, AlertRules, Band, BandChangeRule, Component, ComponentThreshold, Condition,
@@ -98,16 +100,6 @@ MODEL_LIMITS = ModelLimits()
 _L = MODEL_LIMITS
 
 
-def _printable(s: str, limit: int = 2_000) -> str:
-    """``s`` cut after ``limit`` characters, non-printable characters escaped (as
-    streams.text.printable does): an error line never carries a newline or an escape sequence."""
-    if len(s) > limit:
-        s = s[:limit] + "..."
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
-
-
 class ModelError(ValueError):
     """A health model that cannot be used. ``errors`` holds one line per problem."""
 
@@ -116,7 +108,8 @@ class ModelError(ValueError):
         shown = errors[:_L.errors_reported]
         if len(errors) > len(shown):
             shown = shown + [f"... and {len(errors) - len(shown)} more problems"]
-        self.errors = [_printable(f"{source}: {e}") for e in shown]
+        # an error line never carries a newline or an escape sequence, nor runs on for pages
+        self.errors = [printable(f"{source}: {e}", 2_000) for e in shown]
         super().__init__("\n".join(self.errors))
 
 
