@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | Non
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=settings.heartbeat_seconds,
+        broker_credentials=settings.kafka_security.faust_credentials(),
     )
     from streams import pipeline
 

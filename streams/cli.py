@@ -151,7 +151,7 @@ def show(account_id: str) -> None:
     settings = Settings.from_env()
 
     async def read():
-        read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+        read_model = ReadModel.from_settings(settings)
         try:
             return await read_model.account(account_id), await read_model.history(account_id)
         finally:
@@ -199,7 +199,7 @@ def publish_model(path: Path) -> None:
     settings = Settings.from_env()
 
     async def send():
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        producer = AIOKafkaProducer(**settings.kafka_options())
         await producer.start()
         try:  # one key: the compacted topic keeps the latest model
             await producer.send_and_wait(settings.topics.control, model_message(path.read_text(), model.version),

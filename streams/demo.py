@@ -130,7 +130,7 @@ def band(name: str | None) -> str:
 async def follow(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
     """Print band changes and alerts as they are published, with what moved the score."""
     topics = settings.topics
-    consumer = AIOKafkaConsumer(topics.scores, topics.alerts, bootstrap_servers=settings.bootstrap_servers,
+    consumer = AIOKafkaConsumer(topics.scores, topics.alerts, **settings.kafka_options(),
                                 group_id=None, auto_offset_reset="latest")
     await consumer.start()
     seen: set[str] = set()  # alerts are published at least once: a consumer de-duplicates on the id
@@ -159,7 +159,7 @@ async def follow(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
 
 
 async def summarise(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
-    read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+    read_model = ReadModel.from_settings(settings)
     try:
         while True:
             await asyncio.sleep(10)

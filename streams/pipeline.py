@@ -58,17 +58,20 @@ class Pipeline:
         self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True,
                                  config=CONTROL_TOPIC_CONFIG)
         self.control_channel = ControlChannel(settings.bootstrap_servers, topics.control,
+                                              client_options=settings.kafka_security.client_options(),
                                               on_outcome=metrics.on_control_message)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
         self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
-        self.read_model = ReadModel.from_url(settings.redis_url, settings.redis_prefix)
+        self.read_model = ReadModel.from_settings(settings)
         self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
-                                  self.read_model, on_applied=metrics.on_read_model_applied,
+                                  self.read_model, consumer_options=settings.kafka_security.client_options(),
+                                  on_applied=metrics.on_read_model_applied,
                                   on_error=metrics.on_read_model_error, on_backlog=metrics.on_read_model_backlog,
                                   on_rebuild=metrics.on_read_model_rebuild,
                                   on_rebuilding=metrics.on_read_model_rebuilding)
-        self.broker = BrokerWatch(settings.bootstrap_servers, topics.control)
+        self.broker = BrokerWatch(settings.bootstrap_servers, topics.control,
+                                  client_options=settings.kafka_security.client_options())
         self.stopping = asyncio.Event()
 
     @property
@@ -249,7 +252,8 @@ class Pipeline:
         """Before any event is consumed: the latest valid model of the control topic, if there is one,
         replaces the file's, so no score is ever published under a superseded model."""
         await warn_unless_compacted(self.settings.bootstrap_servers, self.settings.topics.control,
-                                    "the model in force is deleted with it after the retention time")
+                                    "the model in force is deleted with it after the retention time",
+                                    self.settings.kafka_security.client_options())
         model = await self.control_channel.load()
         if model is not None and model.fingerprint != self.model.fingerprint:
             self.use_model(model)
@@ -274,7 +278,7 @@ class Pipeline:
         an account's events would then be read by one worker and its state kept by another."""
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers)
+        admin = AIOKafkaAdminClient(**self.settings.kafka_options())
         await admin.start()
         try:
             names = [*self.kinds, self.settings.topics.scores, self.settings.topics.alerts]

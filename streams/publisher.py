@@ -79,7 +79,7 @@ async def publish(events: Iterable[Event | tuple[float, Event]], settings: Setti
     items = itertools.chain([first], items)
     paired = isinstance(first, tuple)
     options = {"linger_ms": linger_ms, "max_batch_size": 256 * 1024, **producer_options}
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, **options)
+    producer = AIOKafkaProducer(**settings.kafka_options(), **options)
     await producer.start()
     outbox = _Outbox(producer, topic_of_kind(settings), bulk=rate is None and not paired, window=window)
     counts: Counter[str] = Counter()

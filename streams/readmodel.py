@@ -100,8 +100,16 @@ class ReadModel:
         self._start = client.register_script(START)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "health", **kwargs) -> "ReadModel":
-        return cls(aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5), prefix, **kwargs)
+    def from_url(cls, url: str, prefix: str = "health", *, redis_options: dict | None = None,
+                 **kwargs) -> "ReadModel":
+        return cls(aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5, **(redis_options or {})),
+                   prefix, **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings, **kwargs) -> "ReadModel":
+        """The read model at the settings' Redis, with their credentials and TLS."""
+        return cls.from_url(settings.redis_url, settings.redis_prefix, redis_options=settings.redis_options(),
+                            **kwargs)
 
     def marker_key(self, partition: int) -> str:
         return f"{self.prefix}:readmodel:p{partition}"

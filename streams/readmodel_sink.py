@@ -120,7 +120,7 @@ class ReadModelSink:
         await consumer.start()
         try:
             await warn_unless_compacted(self.bootstrap, self.topic, "a read model rebuild misses accounts whose "
-                                        "last update it no longer retains")
+                                        "last update it no longer retains", self.consumer_options)
             while not stopping.is_set():
                 try:
                     if not await self._step(consumer, stopping):

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from streams.connections import KafkaSecurity, RedisSecurity, env_secret
 
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.yaml"
 
@@ -79,6 +82,12 @@ class Settings:
     heartbeat_seconds: float = 3.0
     clock_file: Path | None = None
     topics: Topics = field(default_factory=lambda: Topics.from_env("health."))
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    redis_security: RedisSecurity = field(default_factory=RedisSecurity)
+    # when set, workers take only control messages signed with it (streams.control)
+    control_secret: str | None = None
+    # the worker's local table data (RocksDB files); None: Faust's default, "<app id>-data" in the cwd
+    data_dir: Path | None = None
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -98,6 +107,10 @@ class Settings:
             heartbeat_seconds=_env_float("HEALTH_KAFKA_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
             clock_file=Path(os.environ["HEALTH_CLOCK_FILE"]) if os.environ.get("HEALTH_CLOCK_FILE") else None,
             topics=Topics.from_env(_env("HEALTH_TOPIC_PREFIX", "health.")),
+            kafka_security=KafkaSecurity.from_env(),
+            redis_security=RedisSecurity.from_env(),
+            control_secret=env_secret("HEALTH_CONTROL_SECRET"),
+            data_dir=Path(os.environ["HEALTH_DATA_DIR"]) if os.environ.get("HEALTH_DATA_DIR", "").strip() else None,
         )
 
     def __post_init__(self) -> None:
@@ -114,3 +127,11 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """host:port list for plain aiokafka clients (Faust wants kafka://)."""
         return ",".join(url.split("://", 1)[-1] for url in self.broker.split(";"))
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for any aiokafka client: the bootstrap servers and the security settings."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.kafka_security.client_options()}
+
+    def redis_options(self) -> dict[str, Any]:
+        """Keyword arguments for redis.asyncio.from_url(self.redis_url, ...)."""
+        return self.redis_security.client_options(self.redis_url)

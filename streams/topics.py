@@ -26,7 +26,7 @@ async def create_topics(settings: Settings, replication: int = 1) -> None:
     """Every account-keyed topic with the table's partition count; the control topic with one.
     Topics that exist already are left as they are (the worker checks their size at start)."""
     t = settings.topics
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -42,12 +42,13 @@ async def create_topics(settings: Settings, replication: int = 1) -> None:
         await admin.close()
 
 
-async def warn_unless_compacted(bootstrap: str, topic: str, consequence: str) -> None:
+async def warn_unless_compacted(bootstrap: str, topic: str, consequence: str,
+                                client_options: dict | None = None) -> None:
     """Warn when a topic that must be log-compacted is not (one created before by other tooling keeps its
     settings; the README says how to alter it)."""
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
     try:
         await admin.start()
         response = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic,

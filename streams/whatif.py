@@ -20,7 +20,7 @@ from streams.topics import changelog_topic
 async def read_table(settings: Settings) -> dict[bytes, bytes | None]:
     """The latest changelog value of every account key (None for a deleted key)."""
     topic = changelog_topic(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(**settings.kafka_options(), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     latest: dict[bytes, bytes | None] = {}
@@ -54,7 +54,7 @@ async def read_states(settings: Settings) -> dict[str, AccountState]:
 
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
