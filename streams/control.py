@@ -13,11 +13,27 @@ Semantics (the README's "Rolling out a model"):
 
 Every worker reads the whole topic without a consumer group. Nothing an operator writes to the
 topic can stop a worker.
+
+Trust (HEALTH_CONTROL_SECRET): whoever can write to the topic changes every score, so a shared secret
+can be required. `publish-model` then adds `"signature": "hmac-sha256:<hex>"` to the message, an
+HMAC-SHA256 with the secret over `signed_bytes`: a context string naming the scheme, then the message
+type, the version and the YAML text exactly as the worker uses them (the decoded strings, UTF-8),
+each preceded by its length, so no byte can be moved from one field to another and a signature made
+for something else (another type, a future scheme) never matches. A worker with the secret verifies
+(constant-time) before it builds anything, and refuses a message without a signature (`unsigned`)
+or with one that does not match (`bad_signature`), at start as while it runs. Without the secret,
+signatures are not checked and unsigned messages are taken as before; workers of earlier releases
+ignore the extra field, so signing can be switched on at the publisher first, then at the workers.
+The signature does not stop a replay of an older message signed with the same secret (a rollback to
+an earlier signed model); keep the secret, and write access to the topic, to the publisher.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Awaitable, Callable
@@ -36,8 +52,16 @@ KEEP_AT_START = 64  # control messages a starting worker looks through for the l
 MESSAGE_TYPE = "model"
 # outcomes of control messages (the label of health_control_messages_total)
 APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED = "applied", "superseded", "unknown_type", "malformed", "refused"
-OUTCOMES = (APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED)
-REFUSALS = (UNKNOWN, MALFORMED, REFUSED)
+UNSIGNED, BAD_SIGNATURE = "unsigned", "bad_signature"  # refused by a worker that has HEALTH_CONTROL_SECRET
+OUTCOMES = (APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED, UNSIGNED, BAD_SIGNATURE)
+REFUSALS = (UNKNOWN, MALFORMED, REFUSED, UNSIGNED, BAD_SIGNATURE)
+SIGNATURE_REFUSALS = (UNSIGNED, BAD_SIGNATURE)
+
+SIGNATURE_SCHEME = "hmac-sha256"
+# bound into every signature: a MAC computed with the same secret for another purpose never verifies here
+SIGNING_CONTEXT = b"customer-health control message, hmac-sha256, v1\x00"
+_SIGNATURE = re.compile(r"hmac-sha256:[0-9a-f]{64}")
+SHORT_SECRET_BYTES = 16  # a signature on the topic lets its readers guess a shorter secret offline
 
 
 @dataclass(frozen=True)
@@ -46,17 +70,65 @@ class Verdict:
 
     offset: int
     model: HealthModel | None = None
-    outcome: str | None = None  # UNKNOWN, MALFORMED, REFUSED when model is None
+    outcome: str | None = None  # one of REFUSALS when model is None
     reason: str = ""
+    signed: bool = False  # the message carries a signature (checked only with a secret)
 
 
-def model_message(model_yaml: str, version: str) -> bytes:
-    """The value `publish-model` writes (key MODEL_KEY)."""
-    return orjson.dumps({"type": MESSAGE_TYPE, "version": version, "yaml": model_yaml})
+def _key(secret: str) -> bytes:
+    # a secret from the environment that is not UTF-8 comes as lone surrogates: surrogateescape gives back
+    # the operator's exact bytes (what another HMAC tool would use); surrogatepass takes any other str
+    try:
+        return secret.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return secret.encode("utf-8", "surrogatepass")
 
 
-def judge(offset: int, value: bytes | None, topic: str) -> Verdict:
-    """Decode and build one control message; never raises."""
+def signed_bytes(kind: str, version: str, model_yaml: str) -> bytes:
+    """What a signature covers: the context, then each field as its 8-byte length and its UTF-8 bytes.
+    (Lengths, not separators: no field's content can make it read as the end of one field and the start
+    of the next.)"""
+    parts = [SIGNING_CONTEXT]
+    for field in (kind, version, model_yaml):
+        data = field.encode("utf-8")  # orjson decodes only valid UTF-8, so this cannot fail on a message
+        parts += (len(data).to_bytes(8, "big"), data)
+    return b"".join(parts)
+
+
+def signature(secret: str, version: str, model_yaml: str) -> str:
+    """The `signature` field of a model message: scheme, colon, HMAC-SHA256 in lowercase hex."""
+    mac = hmac.new(_key(secret), signed_bytes(MESSAGE_TYPE, version, model_yaml), hashlib.sha256)
+    return f"{SIGNATURE_SCHEME}:{mac.hexdigest()}"
+
+
+def model_message(model_yaml: str, version: str, secret: str | None = None) -> bytes:
+    """The value `publish-model` writes (key MODEL_KEY), signed when a secret is given."""
+    message = {"type": MESSAGE_TYPE, "version": version, "yaml": model_yaml}
+    if secret is not None:
+        message["signature"] = signature(secret, version, model_yaml)
+    return orjson.dumps(message)
+
+
+def _signature_problem(message: dict, text: str, secret: str) -> tuple[str, str] | None:
+    """(outcome, why) when the message is not signed with `secret`, None when it is."""
+    given = message.get("signature")
+    if given is None:
+        return UNSIGNED, ("not signed, and HEALTH_CONTROL_SECRET is set: publish it with `health publish-model` "
+                          "and the same HEALTH_CONTROL_SECRET")
+    # the format is checked first (it says nothing about the secret), so compare_digest gets ASCII of one length
+    if not isinstance(given, str) or not _SIGNATURE.fullmatch(given):
+        return BAD_SIGNATURE, f"'signature' is not {SIGNATURE_SCHEME}:<64 lowercase hex digits>"
+    version = message.get("version")
+    if not isinstance(version, str):
+        return BAD_SIGNATURE, "signed, but 'version' is not a string: the signature cannot cover it"
+    if not hmac.compare_digest(signature(secret, version, text).encode(), given.encode()):
+        return BAD_SIGNATURE, ("signature does not match: changed after signing, or signed with another "
+                               "HEALTH_CONTROL_SECRET")
+    return None
+
+
+def judge(offset: int, value: bytes | None, topic: str, secret: str | None = None) -> Verdict:
+    """Decode, verify (with a secret) and build one control message; never raises."""
     source = f"{topic} message at offset {offset}"
     try:
         message = orjson.loads(value) if value is not None else None
@@ -71,8 +143,19 @@ def judge(offset: int, value: bytes | None, topic: str) -> Verdict:
     text = message.get("yaml")
     if not isinstance(text, str):
         return Verdict(offset, outcome=MALFORMED, reason=f"{source}: expected the model's YAML text in 'yaml'")
+    signed = "signature" in message
+    if secret is not None:  # before the build: an unsigned model costs no build, however large
+        try:
+            problem = _signature_problem(message, text, secret)
+        except Exception as err:  # noqa: BLE001 - an operator's message must not stop a worker
+            problem = BAD_SIGNATURE, f"cannot check the signature ({type(err).__name__})"
+        if problem is not None:
+            outcome, why = problem
+            version = message.get("version")
+            named = f" (version {printable(repr(version), 80)})" if isinstance(version, str) else ""
+            return Verdict(offset, outcome=outcome, reason=f"{source}{named}: {why}", signed=signed)
     try:
-        return Verdict(offset, model=model_from_yaml(text, source))
+        return Verdict(offset, model=model_from_yaml(text, source), signed=signed)
     except ModelError as err:
         return Verdict(offset, outcome=REFUSED, reason=printable(str(err), 2000))
     except Exception as err:  # noqa: BLE001 - an operator's message must not stop a worker
@@ -84,11 +167,13 @@ class ControlChannel:
     """Reads the control topic: `load` once at start (latest valid model), then `follow`."""
 
     def __init__(self, bootstrap: str, topic: str, *, client_options: dict | None = None,
-                 on_outcome: Callable[[str, bool], None] = lambda outcome, live: None):
+                 on_outcome: Callable[[str, bool], None] = lambda outcome, live: None, secret: str | None = None):
         self.bootstrap = bootstrap
         self.topic = topic
         self.client_options = client_options or {}
         self.on_outcome = on_outcome
+        self.secret = secret or None  # None: signatures are not checked (an empty secret would sign nothing)
+        self._told_unchecked = False
         self.position: int | None = None  # the next offset to read after load()
         self.dropped = 0  # messages older than the last KEEP_AT_START at start: not judged
 
@@ -100,11 +185,14 @@ class ControlChannel:
         """The latest valid model on the topic up to its current end (None if there is none). The records
         are read first (`timeout` bounds that), then judged newest first until a valid model is found,
         off the event loop: a topic crowded with large models costs one build, not one per message."""
+        if self.secret is not None and len(_key(self.secret)) < SHORT_SECRET_BYTES:
+            log.warning("HEALTH_CONTROL_SECRET is %d bytes: whoever reads %s can guess it from a signature; "
+                        "use 32 random bytes (`openssl rand -hex 32`)", len(_key(self.secret)), self.topic)
         records = await self._read_to_end(timeout)
         latest: Verdict | None = None
         refused: list[Verdict] = []
         for position, (offset, value) in enumerate(reversed(records)):
-            verdict = await asyncio.to_thread(judge, offset, value, self.topic)
+            verdict = await asyncio.to_thread(judge, offset, value, self.topic, self.secret)
             if verdict.model is not None:
                 latest = verdict
                 for _ in range(len(records) - position - 1 + self.dropped):
@@ -112,18 +200,34 @@ class ControlChannel:
                 break
             refused.append(verdict)
             self.on_outcome(verdict.outcome, False)
-        if refused:
-            log.warning("control topic %s: %d message(s) after the model in use refused; the newest: %s",
-                        self.topic, len(refused), refused[0].reason)
+        where = "after the model in use" if latest is not None else "on the topic"
+        others = [v for v in refused if v.outcome not in SIGNATURE_REFUSALS]
+        untrusted = [v for v in refused if v.outcome in SIGNATURE_REFUSALS]
+        if others:
+            log.warning("control topic %s: %d message(s) %s refused; the newest: %s",
+                        self.topic, len(others), where, others[0].reason)
+        if untrusted:  # said apart: a model published before the secret was set is refused, not lost silently
+            log.warning("control topic %s: %d model message(s) %s refused, not signed with HEALTH_CONTROL_SECRET; "
+                        "the newest: %s", self.topic, len(untrusted), where, untrusted[0].reason)
         if latest is None:
             if records:
-                log.warning("control topic %s: no valid model among its last %d messages; using HEALTH_MODEL",
-                            self.topic, len(records))
+                trusted = "signed, valid" if self.secret is not None else "valid"
+                log.warning("control topic %s: no %s model among its last %d messages; using HEALTH_MODEL",
+                            self.topic, trusted, len(records))
             return None
         self.on_outcome(APPLIED, False)
-        log.info("control topic %s: applying model %s (offset %d; the topic ends at %d)", self.topic,
-                 printable(latest.model.version, 80), latest.offset, self.position)
+        self._tell_unchecked(latest)
+        log.info("control topic %s: applying model %s (offset %d%s; the topic ends at %d)", self.topic,
+                 printable(latest.model.version, 80), latest.offset,
+                 ", signature verified" if self.secret is not None else "", self.position)
         return latest.model
+
+    def _tell_unchecked(self, verdict: Verdict) -> None:
+        """Once: signed models arrive but this worker has no secret, so anyone can still change its model."""
+        if verdict.signed and self.secret is None and not self._told_unchecked:
+            self._told_unchecked = True
+            log.warning("control topic %s: models are signed but HEALTH_CONTROL_SECRET is not set here: their "
+                        "signatures are not checked; set it to the publisher's secret", self.topic)
 
     async def _read_to_end(self, timeout: float) -> list[tuple[int, bytes | None]]:
         """(offset, value) of the last KEEP_AT_START records up to the topic's end at the call
@@ -175,12 +279,13 @@ class ControlChannel:
                 for record in batch.get(tp, ()):
                     self.position = record.offset + 1  # a restarted reader goes on from here
                     # a model at the limits takes about a second to build: not on the event loop
-                    verdict = await asyncio.to_thread(judge, record.offset, record.value, self.topic)
+                    verdict = await asyncio.to_thread(judge, record.offset, record.value, self.topic, self.secret)
                     if verdict.model is None:
                         self.on_outcome(verdict.outcome, True)
                         log.error("control message refused, keeping the current model: %s", verdict.reason)
                         continue
                     self.on_outcome(APPLIED, True)
+                    self._tell_unchecked(verdict)
                     await roll_out(verdict.model)
         finally:
             await consumer.stop()

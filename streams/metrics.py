@@ -194,8 +194,8 @@ class HealthMetrics:
                                        "Batches whose table writes or outputs Kafka did not take (processed again)",
                                        registry=r)
         self.control_messages = Counter("health_control_messages_total",
-                                        "Control topic messages by outcome (applied, superseded, unknown_type, "
-                                        "malformed, refused)", ["outcome"], registry=r)
+                                        f"Control topic messages by outcome ({', '.join(CONTROL_OUTCOMES)})",
+                                        ["outcome"], registry=r)
         self.score_updates = Counter("health_score_updates_total", "Score updates published, by cause",
                                      ["cause"], registry=r)
         self.alerts = Counter("health_alerts_total", "Alerts published, by type", ["type"], registry=r)
