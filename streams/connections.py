@@ -48,6 +48,9 @@ def env_secret(name: str) -> str | None:
         return Path(path).read_text().rstrip("\r\n") or None
     except OSError as exc:
         raise ConnectionSettingError(f"{name}_FILE: cannot read {path} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConnectionSettingError(f"{name}_FILE: {path} is not UTF-8 text (a secret file holds the secret "
+                                     f"as text, e.g. base64 or hex)") from None
 
 
 def _env_file(name: str) -> Path | None:
@@ -126,9 +129,20 @@ class KafkaSecurity:
                                          f"certificate ({exc})") from None
         context.check_hostname = self.check_hostname
         if self.cert_file:
+            asked = []
+
+            def key_password() -> str:
+                # without a callback OpenSSL would prompt on the terminal for an encrypted key's passphrase
+                asked.append(True)
+                return self.key_password or ""
+
             try:
-                context.load_cert_chain(str(self.cert_file), str(self.key_file), self.key_password)
+                context.load_cert_chain(str(self.cert_file), str(self.key_file), key_password)
             except (ssl.SSLError, OSError) as exc:
+                if asked:
+                    which = "is wrong" if self.key_password else "is needed: the key is encrypted"
+                    raise ConnectionSettingError(f"HEALTH_KAFKA_SSL_KEY_PASSWORD (or _FILE) {which} "
+                                                 f"({self.key_file})") from None
                 raise ConnectionSettingError(f"HEALTH_KAFKA_SSL_CERT_FILE / HEALTH_KAFKA_SSL_KEY_FILE: cannot "
                                              f"load the client certificate ({exc})") from None
         return context
@@ -174,16 +188,32 @@ class RedisSecurity:
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
             raise ConnectionSettingError("HEALTH_REDIS_CERT_FILE and HEALTH_REDIS_KEY_FILE: set both or neither")
-        if self.username and not self.password:
-            raise ConnectionSettingError("HEALTH_REDIS_PASSWORD (or HEALTH_REDIS_PASSWORD_FILE): required with "
-                                         "HEALTH_REDIS_USERNAME")
+        # a user name needs a password, but the password may be in HEALTH_REDIS_URL: checked in client_options
 
     def client_options(self, url: str) -> dict[str, Any]:
-        """Keyword arguments for redis.asyncio.from_url(url, ...); credentials in the URL are kept unless set."""
-        tls = url.startswith("rediss://")
+        """Keyword arguments for redis.asyncio.from_url(url, ...). Credentials may be in the URL or in these
+        settings. redis-py lets the URL's override the keyword arguments without a word, so one given in
+        both, differently, is refused rather than silently ignored."""
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        tls = parts.scheme.lower() == "rediss"  # redis-py reads the scheme case-insensitively too
         if not tls and (self.ca_file or self.cert_file):
             raise ConnectionSettingError("HEALTH_REDIS_CA_FILE / _CERT_FILE are set but HEALTH_REDIS_URL is not "
                                          "rediss://: TLS needs the rediss:// scheme")
+        url_user = unquote(parts.username) if parts.username else None
+        url_password = unquote(parts.password) if parts.password else None
+        if self.username and url_user and self.username != url_user:
+            raise ConnectionSettingError("HEALTH_REDIS_USERNAME and the user name in HEALTH_REDIS_URL differ: "
+                                         "keep one")
+        if self.password and url_password and self.password != url_password:
+            raise ConnectionSettingError("HEALTH_REDIS_PASSWORD (or _FILE) and the password in HEALTH_REDIS_URL "
+                                         "differ: keep one")
+        if (self.username or url_user) and not (self.password or url_password):
+            raise ConnectionSettingError("HEALTH_REDIS_PASSWORD (or HEALTH_REDIS_PASSWORD_FILE, or a password in "
+                                         "HEALTH_REDIS_URL): required with a Redis user name")
+        if tls:
+            self._check_tls_files()
         options: dict[str, Any] = {}
         if self.username:
             options["username"] = self.username
@@ -197,6 +227,23 @@ class RedisSecurity:
                 options.update(ssl_certfile=str(self.cert_file), ssl_keyfile=str(self.key_file))
         return options
 
+    def _check_tls_files(self) -> None:
+        """Load the CA and the client certificate once, now: redis-py loads them only when it connects, so a
+        wrong file would fail every connection (and the sink retry for ever) instead of the start."""
+        context = ssl.create_default_context()
+        if self.ca_file:
+            try:
+                context.load_verify_locations(cafile=str(self.ca_file))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConnectionSettingError(f"HEALTH_REDIS_CA_FILE: {self.ca_file} holds no usable certificate "
+                                             f"({exc})") from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            except (ssl.SSLError, OSError) as exc:
+                raise ConnectionSettingError(f"HEALTH_REDIS_CERT_FILE / HEALTH_REDIS_KEY_FILE: cannot load the "
+                                             f"client certificate ({exc})") from None
+
 
 def redis_address(url: str) -> str:
     """host:port of a Redis URL without its credentials, for messages and logs."""
@@ -204,3 +251,13 @@ def redis_address(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+
+
+async def start_client(client) -> None:
+    """Start an aiokafka client, closing it if the start fails: a client left half-started warns
+    "Unclosed ..." at exit, after the one-line error the user should see last."""
+    try:
+        await client.start()
+    except BaseException:
+        await (client.close() if hasattr(client, "close") else client.stop())
+        raise
