@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import sys
 import time
@@ -9,11 +10,70 @@ from pathlib import Path
 
 import click
 
+from streams import preflight
+from streams.connections import ConnectionSettingError
 from streams.settings import Settings
 from streams.text import printable
 
 
-@click.group()
+class Unusable(click.ClickException):
+    """The stack or a setting cannot be used as configured: one line on stderr, exit code 2 (1 is a
+    command's own refusal: bad lines, an invalid model, no score)."""
+
+    exit_code = 2
+
+
+class HealthGroup(click.Group):
+    """Runs every command so that a problem with the stack or the settings ends as one line naming the
+    address, the setting and the fix, never a traceback: what the checks found before the command
+    (streams.preflight), a setting refused on the way, and a connection lost half-way through."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except preflight.NotReachable as exc:
+            raise Unusable(str(exc)) from None
+        except ConnectionSettingError as exc:  # a setting read lazily (a TLS file loaded at first use)
+            raise Unusable(f"{preflight.one_line(exc)}; {preflight.SETTING_HINT}") from None
+        except Exception as exc:
+            line = preflight.lost_connection(exc, _settings_or_none())
+            if line is None:
+                raise
+            raise Unusable(line) from None
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return Settings.from_env()
+    except ValueError:
+        return None
+
+
+def needs(*, kafka: bool = False, redis: bool = False, web: bool = False, model: str | None = None,
+          current_model: bool = False, redis_optional: bool = False):
+    """What a command uses, checked before its body runs, cheap checks first: the model file of the
+    argument `model` (refused with its problems, exit 1, whether or not the stack runs), the settings, the
+    model of HEALTH_MODEL (`current_model`), then (streams.preflight.ready) the web port (`web`: the
+    worker's --web/--web-port options), Kafka, Redis (`redis_optional`: a Redis nobody listens for is a
+    warning, for the worker, which scores without it). Goes under the click decorators, so it wraps the
+    command's own function."""
+    def decorate(command):
+        @functools.wraps(command)
+        def checked(*args, **kwargs):
+            if model is not None:
+                _load_model(kwargs[model])
+            settings = preflight.load_settings()
+            if current_model:
+                _load_model(settings.model_path, setting="HEALTH_MODEL")
+            preflight.ready(settings, kafka=kafka, redis=redis, web=web and kwargs["web"],
+                            web_port=kwargs.get("web_port") if web else None, redis_optional=redis_optional,
+                            warn=lambda line: click.echo(f"Warning: {line}", err=True))
+            return command(*args, **kwargs)
+        return checked
+    return decorate
+
+
+@click.group(cls=HealthGroup)
 def cli() -> None:
     """Real-time customer health engine. Settings come from HEALTH_* environment variables (see README)."""
 
@@ -23,17 +83,18 @@ def cli() -> None:
 @click.option("-L", "--loop", default="uvloop", type=click.Choice(["aio", "uvloop"]),
               help="uvloop (default) costs fewer cycles per event-loop iteration: measurably faster.")
 @click.option("--web/--without-web", default=True, help="Serve the read API, health checks and /metrics.")
-@click.option("--web-port", type=int, default=None, help="Overrides HEALTH_WEB_PORT.")
+@click.option("--web-port", type=click.IntRange(1, 65535), default=None, help="Overrides HEALTH_WEB_PORT.")
+@needs(kafka=True, redis=True, redis_optional=True, web=True, current_model=True)
 def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     """Run a worker."""
     import mode.loop
 
     from streams.app import create_app
 
+    settings = Settings.from_env()
     mode.loop.use(loop)  # before the app exists: it takes the loop current at creation, ignoring faust's --loop
-    app = create_app()
+    app = create_app(settings)
     app.log_level = loglevel
-    settings = app.health.settings
     argv = ["health worker", "--loglevel", loglevel, "--loop", loop, "worker",
             "--web-bind", settings.web_host, "--web-port", str(web_port or settings.web_port)]
     argv += [] if web else ["--without-web"]
@@ -51,13 +112,16 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["usage", "ticket", "survey", "account"]),
               help="Kind of every event, for files whose records carry no `kind` field.")
-@click.option("--rate", type=float, default=None, help="At most this many events per second.")
+@click.option("--rate", type=click.FloatRange(0, min_open=True), default=None,
+              help="At most this many events per second.")
+@needs(kafka=True)
 def produce(path: Path, kind: str | None, rate: float | None) -> None:
     """Publish events from a JSONL or CSV file; bad lines are reported with their line number and skipped."""
     from schemas.events import InvalidEvent
     from streams.event_files import read_events
     from streams.publisher import publish
 
+    _quiet_retries()
     bad = 0
 
     def valid():
@@ -89,6 +153,7 @@ def produce(path: Path, kind: str | None, rate: float | None) -> None:
 @click.option("--rate", type=float, default=None, help="Live events per second (default: the base's natural volume).")
 @click.option("--duration", type=float, default=None, help="Seconds of live production (default: until Ctrl-C).")
 @click.option("--seed", default=0, show_default=True)
+@needs(kafka=True)
 def simulate(accounts: int, healthy: float, declining: float, churning: float, days: int, live: bool,
              rate: float | None, duration: float | None, seed: int) -> None:
     """Simulate a customer base: its history as fast as possible, then (--live) events in real time."""
@@ -96,6 +161,7 @@ def simulate(accounts: int, healthy: float, declining: float, churning: float, d
     from streams.core.days import DAY
     from streams.publisher import publish
 
+    _quiet_retries()
     settings = Settings.from_env()
     base = simulator.customer_base(accounts, simulator.CustomerMix(healthy, declining, churning), seed)
     now = time.time()
@@ -121,12 +187,15 @@ def simulate(accounts: int, healthy: float, declining: float, churning: float, d
 @click.option("--history-days", default=45, show_default=True)
 @click.option("--duration", type=float, default=None, help="Wall-clock seconds (default: until Ctrl-C).")
 @click.option("--seed", default=0, show_default=True)
+@needs(kafka=True, redis=True)
 def demo(accounts: int, speed: float, history_days: int, duration: float | None, seed: int) -> None:
     """Live demo on the local stack: a worker, a simulated customer base, band changes and alerts as they happen."""
     import signal
 
-    from streams.demo import run_demo
+    from streams.demo import DemoFailed, run_demo
     from streams.simulator import CustomerMix
+
+    _quiet_retries()
 
     async def until_stopped() -> None:
         # Ctrl-C and SIGTERM (from `timeout` or a supervisor) cancel the demo inside the loop, so its
@@ -139,11 +208,15 @@ def demo(accounts: int, speed: float, history_days: int, duration: float | None,
         except asyncio.CancelledError:
             pass
 
-    asyncio.run(until_stopped())
+    try:
+        asyncio.run(until_stopped())
+    except DemoFailed as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @cli.command()
 @click.argument("account_id")
+@needs(redis=True)
 def show(account_id: str) -> None:
     """Show an account's current health and what moved it last, from the Redis read model."""
     from streams.readmodel import ReadModel
@@ -189,6 +262,7 @@ def check_model(path: Path) -> None:
 
 @cli.command("publish-model")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@needs(kafka=True, model="path")
 def publish_model(path: Path) -> None:
     """Roll a validated model out to every worker through the control topic."""
     from aiokafka import AIOKafkaProducer
@@ -202,24 +276,28 @@ def publish_model(path: Path) -> None:
         producer = AIOKafkaProducer(**settings.kafka_options())
         await producer.start()
         try:  # one key: the compacted topic keeps the latest model
-            await producer.send_and_wait(settings.topics.control, model_message(path.read_text(), model.version),
+            # signed with HEALTH_CONTROL_SECRET when set: workers that have it take only signed models
+            await producer.send_and_wait(settings.topics.control,
+                                         model_message(path.read_text(), model.version, settings.control_secret),
                                          key=MODEL_KEY, partition=0)
         finally:
             await producer.stop()
 
     asyncio.run(send())
-    click.echo(f"model {model.version} published to {settings.topics.control}")
+    signed = ", signed with HEALTH_CONTROL_SECRET" if settings.control_secret else ""
+    click.echo(f"model {model.version} published to {settings.topics.control}{signed}")
 
 
 @cli.command("what-if")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@needs(kafka=True, model="path", current_model=True)
 def what_if(path: Path) -> None:
     """Score the current account state under another model file; print the bands before and after."""
     from streams.topics import changelog_topic
     from streams.whatif import compare, read_states
 
     settings = Settings.from_env()
-    current, candidate = _load_model(settings.model_path), _load_model(path)
+    current, candidate = _load_model(settings.model_path, setting="HEALTH_MODEL"), _load_model(path)
     states = asyncio.run(read_states(settings))
     if not states:
         raise click.ClickException(f"no account state in {changelog_topic(settings)}: is a worker running?")
@@ -233,14 +311,26 @@ def what_if(path: Path) -> None:
     click.echo(f"{report.moved} accounts change band; mean score {report.mean_before:.1f} -> {report.mean_after:.1f}")
 
 
-def _load_model(path: Path):
-    """The model at `path`, or a clean exit listing every problem with the path of its field."""
+def _load_model(path: Path, setting: str | None = None):
+    """The model at `path`, or a clean exit listing every problem with the path of its field: exit 1 for
+    a file given as an argument, 2 for the one of a `setting` (HEALTH_MODEL), as for any bad setting."""
     from streams.core import ModelError, load_model
 
     try:
         return load_model(path)
     except ModelError as err:
-        raise click.ClickException(str(err))
+        if setting is not None:
+            raise Unusable(f"{setting}: {err}") from None
+        raise click.ClickException(str(err)) from None
+
+
+def _quiet_retries() -> None:
+    """Keep aiokafka's producer from printing the retries it makes: a topic created a moment ago answers
+    NotLeaderForPartition for its first second (a dozen lines at a new user), and the retry succeeds. What
+    fails for good still raises, and ends as the command's error."""
+    import logging
+
+    logging.getLogger("aiokafka.producer.sender").setLevel(logging.ERROR)
 
 
 def _counts(counts: dict[str, int]) -> str:

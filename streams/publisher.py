@@ -30,6 +30,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.events import Event, encode_event
 
+from .connections import start_client
 from .settings import Settings
 
 __all__ = ["PublishReport", "publish", "topic_of_kind"]
@@ -80,7 +81,7 @@ async def publish(events: Iterable[Event | tuple[float, Event]], settings: Setti
     paired = isinstance(first, tuple)
     options = {"linger_ms": linger_ms, "max_batch_size": 256 * 1024, **producer_options}
     producer = AIOKafkaProducer(**settings.kafka_options(), **options)
-    await producer.start()
+    await start_client(producer)
     outbox = _Outbox(producer, topic_of_kind(settings), bulk=rate is None and not paired, window=window)
     counts: Counter[str] = Counter()
     sent = 0

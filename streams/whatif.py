@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.core import AccountState, HealthModel, current_score
+from streams.connections import start_client
 from streams.processor import decode_state
 from streams.settings import Settings
 from streams.topics import changelog_topic
@@ -22,7 +23,7 @@ async def read_table(settings: Settings) -> dict[bytes, bytes | None]:
     topic = changelog_topic(settings)
     consumer = AIOKafkaConsumer(**settings.kafka_options(), group_id=None,
                                 enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer)
     latest: dict[bytes, bytes | None] = {}
     try:
         tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
@@ -55,7 +56,7 @@ async def read_states(settings: Settings) -> dict[str, AccountState]:
 
 async def _partitions(settings: Settings, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(**settings.kafka_options())
-    await admin.start()
+    await start_client(admin)
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
