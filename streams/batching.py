@@ -9,7 +9,8 @@ offset commits (only acked offsets commit, after the producer buffer is flushed)
 changelogs and their recovery. Other topics (tables' changelogs, agents) take the usual path.
 
 The module leans on faust-streaming 0.15.3 internals (`Consumer._drain_messages`, `_acked`,
-`_acked_index`, `_read_offset`); the version is pinned in pyproject.toml.
+`_acked_index`, `_read_offset`, and for the web views `App._new_web` and `Web.blueprints._enabled`);
+the version is pinned in pyproject.toml.
 """
 from __future__ import annotations
 
@@ -175,6 +176,7 @@ class HealthApp(faust.App):
     declared_topics: tuple = ()  # created (if absent) before the consumer subscribes
     startup_checks: tuple = ()  # coroutines run after that; one that raises stops the worker
     log_level: str | None = None  # the worker's --loglevel
+    faust_views: bool = False  # serve Faust's built-in web views (debugging only; see _new_web)
 
     async def on_first_start(self) -> None:
         if self.log_level:
@@ -191,3 +193,32 @@ class HealthApp(faust.App):
 
     def _new_transport(self):
         return BatchingTransport(self.conf.broker_consumer, self)
+
+    def _new_web(self):
+        """The web server, without Faust's built-in views unless `faust_views`: they list the tables and
+        serve their values (/table), the cluster's layout (/router), sensor statistics and partition
+        assignments (/, /assignment) and the service graph (/graph); the read API is the pipeline's pages."""
+        web = super()._new_web()
+        if not self.faust_views:
+            drop_builtin_views(web)
+        return web
+
+
+# Faust builds the web server in App._new_web (the cached `app.web`) and mounts its views as blueprints named
+# by import path under faust.web.apps, held in Web.blueprints._enabled until the server starts. If either
+# member is gone, the views would silently come back: refuse to run instead.
+_FAUST_VIEWS_PACKAGE = "faust.web.apps."
+if not callable(getattr(faust.App, "_new_web", None)):  # pragma: no cover - a faust upgrade
+    raise ImportError("faust.App._new_web is gone (faust-streaming changed): streams.batching can no longer "
+                      "turn Faust's built-in web views off; check the pinned faust-streaming version")
+
+
+def drop_builtin_views(web) -> None:
+    """Unmount every built-in Faust view before the server starts; the app's own pages stay."""
+    manager = getattr(web, "blueprints", None)
+    enabled = getattr(manager, "_enabled", None)
+    if not isinstance(enabled, list) or getattr(manager, "applied", True):
+        raise RuntimeError("faust's Web.blueprints._enabled is gone or already applied (faust-streaming changed): "
+                           "its built-in web views cannot be turned off; check the pinned faust-streaming version")
+    enabled[:] = [(prefix, bp) for prefix, bp in enabled
+                  if not (isinstance(bp, str) and bp.startswith(_FAUST_VIEWS_PACKAGE))]

@@ -59,7 +59,8 @@ class Pipeline:
                                  config=CONTROL_TOPIC_CONFIG)
         self.control_channel = ControlChannel(settings.bootstrap_servers, topics.control,
                                               client_options=settings.kafka_security.client_options(),
-                                              on_outcome=metrics.on_control_message)
+                                              on_outcome=metrics.on_control_message,
+                                              secret=settings.control_secret)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
         self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
@@ -161,23 +162,38 @@ class Pipeline:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == self.anchor_topic}
 
     async def commit(self, result: BatchResult) -> None:
-        """Write the table, wait until the changelog has it, then publish; raises if Kafka refuses."""
+        """Write the changelog, then the table, publish, then the store's offset; raises if Kafka refuses.
+
+        A RocksDB store (rocksdb://) survives the worker, so it must never get ahead of the changelog:
+        written before the changelog has them, states of a worker killed on the way would stay in the
+        store, and the replayed events, duplicates of them, would never bring them to the changelog
+        (another worker taking the partition would miss them). The stored offset, where a restart
+        replays from, moves only once the outputs are out too, so the values `undo` puts back after a
+        failed publication are replayed over at a restart. A store is at worst behind its changelog."""
         changelog_topic = self.changelog_topic
-        changelog = []
-        for account_id, (partition, value) in result.writes.items():
-            key = account_id.encode()
-            self._put(key, partition, value)
-            changelog.append((changelog_topic, partition, key, value))
+        changelog = [(changelog_topic, partition, account_id.encode(), value)
+                     for account_id, (partition, value) in result.writes.items()]
         producer = self.app.producer._ensure_producer()
+        persisted = {}
         if changelog:
             for topic, partition, n, delivered in await send_records(producer, changelog):
                 meta = await delivered
-                # as Table._on_changelog_sent does: a persistent store remembers what it holds
-                self.table.data.set_persisted_offset(meta.topic_partition, meta.offset + n - 1)
+                persisted[meta.topic_partition] = meta.offset + n - 1
+            # a partition revoked while Kafka had the batch is its new owner's, recovered from the changelog
+            # (writing it would also reopen the RocksDB files of a partition this worker no longer owns)
+            owned = self.owned_partitions()
+            for _, partition, key, value in changelog:
+                if partition in owned:
+                    self._put(key, partition, value)
         outputs = [(o.topic, o.partition, o.key, o.value) for o in (*result.outputs, *result.dead_letters,
                                                                      *result.reroutes)]
         if outputs:
             await asyncio.gather(*(delivered for _, _, _, delivered in await send_records(producer, outputs)))
+        if persisted:
+            owned = self.owned_partitions()
+            for tp, offset in persisted.items():
+                if tp.partition in owned:  # as Table._on_changelog_sent does: a persistent store remembers
+                    self.table.data.set_persisted_offset(tp, offset)
 
     # ------------------------------------------------------------------ time and model
     async def reevaluate_owned(self, cause: str) -> int:
