@@ -10,9 +10,11 @@ also read the RocksDB files while no worker runs: the store never holds a state 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -315,3 +317,25 @@ def test_rocksdb_store_without_the_extra_refuses_to_start(worker_env, tmp_path):
     assert "customer-health[rocksdb]" in result.stderr
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "data").exists()  # refused before Faust made its directories
+
+
+@pytest.mark.broker
+def test_restart_benchmark_runs_small(stack, tmp_path):
+    """ops/bench/bench_restart.py in a small configuration: it must work (its times are printed, not judged);
+    the records replayed are counts: the memory:// worker reads the whole changelog, the restarted rocksdb://
+    one only what the memory worker wrote after it stopped (its probe's state)."""
+    out = tmp_path / "restart.json"
+    result = subprocess.run([sys.executable, str(ROOT / "ops/bench/bench_restart.py"), "--accounts", "2000",
+                             "--templates", "10", "--partitions", "4", "--rounds", "1",
+                             "--bootstrap", stack.bootstrap, "--json", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    runs = {run["run"]: run for run in json.loads(out.read_text())["runs"]}
+    assert set(runs) == {"rocksdb first start", "memory", "rocksdb restart"}
+    assert all(run["exit_code"] == 0 for run in runs.values())
+    assert runs["rocksdb first start"]["changelog_records_replayed"] == 2000
+    assert runs["memory"]["changelog_records_replayed"] >= 2000
+    # what the memory worker wrote: its probe's state (a timer sweep could add a few)
+    assert 1 <= runs["rocksdb restart"]["changelog_records_replayed"] < 100
+    assert runs["memory"]["accounts_held"] == runs["rocksdb restart"]["accounts_held"] == 2000
+    print(result.stdout)
