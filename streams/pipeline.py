@@ -57,8 +57,10 @@ class Pipeline:
         # one partition, compacted: every worker reads all of it, and the latest valid model wins
         self.control = app.topic(topics.control, key_type=bytes, value_type=bytes, partitions=1, internal=True,
                                  config=CONTROL_TOPIC_CONFIG)
+        # one TLS context for the worker's own clients (each call of client_options builds one)
+        kafka_security = settings.kafka_security.client_options()
         self.control_channel = ControlChannel(settings.bootstrap_servers, topics.control,
-                                              client_options=settings.kafka_security.client_options(),
+                                              client_options=kafka_security,
                                               on_outcome=metrics.on_control_message,
                                               secret=settings.control_secret)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
@@ -66,13 +68,13 @@ class Pipeline:
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
         self.read_model = ReadModel.from_settings(settings)
         self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
-                                  self.read_model, consumer_options=settings.kafka_security.client_options(),
+                                  self.read_model, consumer_options=kafka_security,
                                   on_applied=metrics.on_read_model_applied,
                                   on_error=metrics.on_read_model_error, on_backlog=metrics.on_read_model_backlog,
                                   on_rebuild=metrics.on_read_model_rebuild,
                                   on_rebuilding=metrics.on_read_model_rebuilding)
         self.broker = BrokerWatch(settings.bootstrap_servers, topics.control,
-                                  client_options=settings.kafka_security.client_options())
+                                  client_options=kafka_security)
         self.stopping = asyncio.Event()
 
     @property
