@@ -256,7 +256,7 @@ async def check_redis(settings: Settings, timeout: float = 5.0) -> None:
 
 
 
-# ---- what the command line runs before a command (streams.cli) ----
+# ---- what the command line runs before a command (streams.tools.cli) ----
 
 def one_line(text: object, limit: int = 600) -> str:
     """`text` on one line, escaped (messages quote addresses and values from the environment)."""

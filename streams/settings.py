@@ -84,7 +84,7 @@ class Settings:
     topics: Topics = field(default_factory=lambda: Topics.from_env("health."))
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis_security: RedisSecurity = field(default_factory=RedisSecurity)
-    # when set, workers take only control messages signed with it (streams.control)
+    # when set, workers take only control messages signed with it (streams.worker.control)
     control_secret: str | None = None
     # the worker's local table data (RocksDB files); None: Faust's default, "<app id>-data" in the cwd
     data_dir: Path | None = None

@@ -10,7 +10,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
-# The control topic keeps the latest model under one key forever (see streams.control).
+# The control topic keeps the latest model under one key forever (see streams.worker.control).
 CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact"}
 # The score topic is compacted by account, so a read model rebuild finds every account's latest update
 # however old, and only after a week, so subscribers still see every update of the last seven days.

@@ -12,7 +12,7 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import cli
+from streams.tools.cli import cli
 from streams.settings import DEFAULT_MODEL, Settings
 
 
@@ -61,7 +61,7 @@ class _Terminal(io.StringIO):
 
 
 def test_demo_output_is_coloured_only_on_a_terminal(monkeypatch):
-    from streams.demo import BAND_COLOUR, Printer, band
+    from streams.tools.demo import BAND_COLOUR, Printer, band
 
     monkeypatch.delenv("NO_COLOR", raising=False)
     line = f"acct-00001  {band('Healthy')} -> {band('At Risk')}"
@@ -81,7 +81,7 @@ def _health_env() -> dict[str, str]:
 
 
 def test_the_demo_exports_point_the_other_commands_at_its_data(tmp_path, monkeypatch):
-    from streams.demo import demo_settings, exports
+    from streams.tools.demo import demo_settings, exports
 
     for name in [k for k in os.environ if k.startswith("HEALTH_")]:
         monkeypatch.delenv(name)
@@ -104,7 +104,7 @@ def test_the_demo_exports_point_the_other_commands_at_its_data(tmp_path, monkeyp
 
 
 def test_the_demo_exports_never_print_a_redis_password(tmp_path, monkeypatch):
-    from streams.demo import demo_settings, exports
+    from streams.tools.demo import demo_settings, exports
 
     monkeypatch.setenv("HEALTH_REDIS_URL", "redis://user:s3cret@127.0.0.1:6379/0")
     lines = exports(demo_settings(Settings.from_env(), "x"), "x", tmp_path / "clock")

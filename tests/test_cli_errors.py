@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import HealthGroup, cli
+from streams.tools.cli import HealthGroup, cli
 from streams.settings import DEFAULT_MODEL
 from tests.harness import Worker, health_command, wait_for
 

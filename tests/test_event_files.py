@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from schemas.events import AccountEvent, InvalidEvent, SurveyEvent, TicketEvent, UsageEvent
-from streams.event_files import read_csv, read_events, read_jsonl, write_csv, write_jsonl
-from streams.simulator import customer_base, history
+from streams.tools.event_files import read_csv, read_events, read_jsonl, write_csv, write_jsonl
+from streams.tools.simulator import customer_base, history
 
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from streams.core import load_model
 from streams.core.simulate import account_events
-from streams.metrics import AccountIndex, HealthMetrics, consumer_lag, scan_partitions
-from streams.processor import HealthProcessor, OutputTopics, partition_for
+from streams.worker.metrics import AccountIndex, HealthMetrics, consumer_lag, scan_partitions
+from streams.worker.processor import HealthProcessor, OutputTopics, partition_for
 from streams.settings import DEFAULT_MODEL
 from tests.harness import ROOT
 from tests.test_processor import KINDS, NOW, records_for, run
@@ -234,7 +234,7 @@ def expected_portfolio(table: dict, processor_model) -> tuple[dict, dict]:
     """Accounts per (band, segment) and score points per segment, decoded from every envelope."""
     from collections import Counter
 
-    from streams.processor import _load
+    from streams.worker.processor import _load
 
     counts, points = Counter(), Counter()
     for value in table.values():

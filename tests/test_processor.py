@@ -14,7 +14,7 @@ from streams.core import load_model, score_all
 from streams.core.days import DAY
 from streams.core.simulate import account_events
 from streams.core.state import STATE_LIMITS
-from streams.processor import HealthProcessor, OutputTopics, decode_state, partition_for
+from streams.worker.processor import HealthProcessor, OutputTopics, decode_state, partition_for
 from streams.settings import DEFAULT_MODEL
 
 N = 4
@@ -195,7 +195,7 @@ def test_distinct_event_names_beyond_the_state_limit_are_refused_and_counted(mod
 
 def test_an_event_the_core_cannot_fold_is_dead_lettered_alone(model, monkeypatch):
     """Whatever fails while an account's events are folded, only the failing record is dead-lettered."""
-    import streams.processor as processor_module
+    import streams.worker.processor as processor_module
 
     real = processor_module.apply_events
 
@@ -220,7 +220,7 @@ def test_an_event_the_core_cannot_fold_is_dead_lettered_alone(model, monkeypatch
 
 
 def test_a_state_that_would_outgrow_the_record_limit_refuses_the_events_that_grow_it(model, monkeypatch):
-    import streams.processor as processor_module
+    import streams.worker.processor as processor_module
 
     monkeypatch.setattr(processor_module, "MAX_RECORD_BYTES", 3000)
     home = partition_for("acme", N)

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from streams.quiet_logs import RepeatFilter
+from streams.worker.quiet_logs import RepeatFilter
 from streams.settings import Settings
 from streams.text import printable
 

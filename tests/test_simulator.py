@@ -8,7 +8,7 @@ from itertools import islice
 import pytest
 
 from schemas.events import TICKET_ACTIONS
-from streams.simulator import CustomerMix, SimulatedAccount, customer_base, history, kind_mix, live
+from streams.tools.simulator import CustomerMix, SimulatedAccount, customer_base, history, kind_mix, live
 
 DAY = 86400.0
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z, a Thursday

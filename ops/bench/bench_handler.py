@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from schemas.events import encode_event  # noqa: E402
 from streams.core import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from streams.core.days import DAY  # noqa: E402
-from streams.processor import HealthProcessor, OutputTopics, partition_for  # noqa: E402
+from streams.worker.processor import HealthProcessor, OutputTopics, partition_for  # noqa: E402
 from bench_pipeline import simulated_history  # noqa: E402
 
 KIND_TOPIC = {"usage": "in.usage", "ticket": "in.tickets", "survey": "in.surveys", "account": "in.accounts"}

@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 
 from streams.core.days import DAY  # noqa: E402
 from schemas.events import encode_event  # noqa: E402
-from streams.kafka_batches import send_records  # noqa: E402
-from streams.processor import partition_for  # noqa: E402
-from streams.publisher import publish, topic_of_kind  # noqa: E402
+from streams.sinks.kafka_batches import send_records  # noqa: E402
+from streams.worker.processor import partition_for  # noqa: E402
+from streams.tools.publisher import publish, topic_of_kind  # noqa: E402
 from streams.settings import Settings, Topics  # noqa: E402
-from streams.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
+from streams.tools.simulator import CustomerMix, customer_base, history, kind_mix, live  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
-from streams.whatif import read_table  # noqa: E402
+from streams.tools.whatif import read_table  # noqa: E402
 
 
 def settings_for(prefix: str, partitions: int, bootstrap: str) -> Settings:

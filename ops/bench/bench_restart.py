@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 from bench_pipeline import metric, settings_for  # noqa: E402
 from bench_state import log_time, seed_changelog, send, template_values, wait  # noqa: E402
 from schemas.events import UsageEvent, encode_event  # noqa: E402
-from streams.processor import partition_for  # noqa: E402
+from streams.worker.processor import partition_for  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.topics import changelog_topic, create_topics  # noqa: E402
 

@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT / "ops" / "bench"))
 from bench_handler import as_fetches, processor_for  # noqa: E402
 from bench_pipeline import metric, read_all, settings_for, start_worker  # noqa: E402
 from schemas.events import UsageEvent, encode_event  # noqa: E402
-from streams.control import MODEL_KEY  # noqa: E402
+from streams.worker.control import MODEL_KEY  # noqa: E402
 from streams.core import DEFAULT_MODEL_PATH, load_model  # noqa: E402
 from streams.core.days import DAY  # noqa: E402
-from streams.kafka_batches import send_records  # noqa: E402
-from streams.processor import partition_for  # noqa: E402
-from streams.simulator import CustomerMix, customer_base, history  # noqa: E402
+from streams.sinks.kafka_batches import send_records  # noqa: E402
+from streams.worker.processor import partition_for  # noqa: E402
+from streams.tools.simulator import CustomerMix, customer_base, history  # noqa: E402
 from streams.topics import changelog_topic, create_topics  # noqa: E402
 
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")

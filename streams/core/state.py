@@ -59,7 +59,7 @@ class StateLimits:
     """Distinct keys one account's state may hold (each within the retained days). A heavy but ordinary
     account at every limit (short ids and names) holds about 750 KB; ids and names at their longest,
     or full of characters JSON escapes, can exceed that: the worker then refuses the events that would
-    take the table value past its record limit (streams.processor.MAX_RECORD_BYTES)."""
+    take the table value past its record limit (streams.worker.processor.MAX_RECORD_BYTES)."""
 
     event_names: int = 100  # usage event names (uc / uv)
     users: int = 10_000  # distinct user ids (us)

@@ -7,7 +7,7 @@ from streams.core import (AccountState, apply_events, current_score, dependent_c
 from schemas.events import LIMITS
 from streams.core.days import DAY, HOUR
 from streams.core.state import STATE_LIMITS
-from streams.processor import MAX_RECORD_BYTES
+from streams.worker.processor import MAX_RECORD_BYTES
 from streams.core.simulate import account_events
 
 from .helpers import T0, attrs, roundtrip, survey, ticket, usage

@@ -2,7 +2,7 @@
 rebalance finishes; it writes every record it accepts to a file. Run by test_batching.py."""
 import os
 
-from streams.batching import HealthApp
+from streams.worker.batching import HealthApp
 
 refuse = int(os.environ["REFUSE_BATCHES"])
 accepted_path = os.environ["ACCEPTED_FILE"]

@@ -18,7 +18,7 @@ from schemas.outputs import iso
 from streams.core import load_model, score_all
 from streams.core.days import DAY
 from streams.settings import DEFAULT_MODEL
-from streams.processor import partition_for
+from streams.worker.processor import partition_for
 from tests.conftest import PARTITIONS
 from tests.harness import Worker, free_port, produce, wait_for
 from tests.integration.pipeline_helpers import NOW, clock_file, event_log, publish, read_topic

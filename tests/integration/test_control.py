@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import yaml
 
-from streams.control import MODEL_KEY, model_message
+from streams.worker.control import MODEL_KEY, model_message
 from streams.core import parse_model, score_all
 from streams.settings import DEFAULT_MODEL
 from tests.harness import Worker, free_port, produce, wait_for

@@ -16,11 +16,11 @@ import urllib.request
 import orjson
 import pytest
 
-from streams import control
-from streams.control import (APPLIED, BAD_SIGNATURE, MALFORMED, OUTCOMES, REFUSALS, UNSIGNED, ControlChannel,
+from streams.worker import control
+from streams.worker.control import (APPLIED, BAD_SIGNATURE, MALFORMED, OUTCOMES, REFUSALS, UNSIGNED, ControlChannel,
                              judge, model_message, signature, signed_bytes)
 from streams.core import load_model, score_all
-from streams.metrics import HealthMetrics
+from streams.worker.metrics import HealthMetrics
 from streams.settings import DEFAULT_MODEL
 from tests.harness import Worker, free_port, health_command, wait_for
 from tests.integration.pipeline_helpers import NOW, clock_file, deliveries, event_log, publish, read_all
@@ -205,7 +205,7 @@ def channel_over(records: list[tuple[int, bytes]], secret: str | None) -> tuple[
 def test_at_start_an_unsigned_model_from_before_the_secret_is_refused_and_said_so(text, caplog):
     newer = text.replace('version: "2025.1"', 'version: "unsigned-later"')
     channel, outcomes = channel_over([(0, model_message(newer, "unsigned-later"))], SECRET)
-    with caplog.at_level(logging.WARNING, logger="streams.control"):
+    with caplog.at_level(logging.WARNING, logger="streams.worker.control"):
         assert asyncio.run(channel.load()) is None  # the worker keeps HEALTH_MODEL's
     assert outcomes == [UNSIGNED]
     logged = caplog.text
@@ -230,12 +230,12 @@ def test_at_start_without_a_secret_an_unsigned_model_is_applied_as_before(text):
 
 def test_a_short_secret_and_unchecked_signatures_are_warned_about(text, caplog):
     channel, _ = channel_over([(0, model_message(text, "2025.1", "short"))], "short")
-    with caplog.at_level(logging.WARNING, logger="streams.control"):
+    with caplog.at_level(logging.WARNING, logger="streams.worker.control"):
         assert asyncio.run(channel.load()) is not None
     assert "HEALTH_CONTROL_SECRET is 5 bytes" in caplog.text
     caplog.clear()
     channel, _ = channel_over([(0, model_message(text, "2025.1", SECRET))], None)
-    with caplog.at_level(logging.WARNING, logger="streams.control"):
+    with caplog.at_level(logging.WARNING, logger="streams.worker.control"):
         assert asyncio.run(channel.load()) is not None
     assert "signatures are not checked; set it to the publisher's secret" in caplog.text
 

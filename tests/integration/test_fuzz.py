@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from schemas.events import UsageEvent, encode_event
 from streams.core import load_model, score_all
 from streams.core.state import STATE_LIMITS
-from streams.processor import partition_for
+from streams.worker.processor import partition_for
 from streams.settings import DEFAULT_MODEL
 from tests.conftest import PARTITIONS
 from tests.harness import Worker, free_port, wait_for

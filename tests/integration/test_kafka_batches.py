@@ -1,4 +1,4 @@
-"""streams.kafka_batches through the real broker: records split over as many batches as the
+"""streams.sinks.kafka_batches through the real broker: records split over as many batches as the
 producer's batch size needs, in order per partition; a record no batch can hold is refused."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.kafka_batches import send_records
+from streams.sinks.kafka_batches import send_records
 from tests.harness import consume, create_topics
 
 pytestmark = pytest.mark.broker

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from schemas.events import decode_event
-from streams.publisher import publish, topic_of_kind
+from streams.tools.publisher import publish, topic_of_kind
 from streams.settings import Settings, Topics
-from streams.simulator import customer_base, history, live
+from streams.tools.simulator import customer_base, history, live
 from tests.harness import consume
 
 pytestmark = pytest.mark.broker

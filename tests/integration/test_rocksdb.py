@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from schemas.events import UsageEvent
-from streams.control import MODEL_KEY, model_message
+from streams.worker.control import MODEL_KEY, model_message
 from streams.core import load_model, score_all
 from streams.settings import DEFAULT_MODEL
 from tests.conftest import PARTITIONS

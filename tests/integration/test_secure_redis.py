@@ -16,7 +16,7 @@ import pytest
 from streams.connections import ConnectionSettingError, RedisSecurity
 from streams.core import load_model, score_all
 from streams.preflight import NotReachable, check_redis
-from streams.readmodel import ReadModel
+from streams.sinks.readmodel import ReadModel
 from streams.settings import DEFAULT_MODEL, Settings
 from tests.harness import Worker, free_port, wait_for
 from tests.integration.pipeline_helpers import NOW, clock_file, deliveries, event_log, publish

@@ -2,7 +2,7 @@
 
 Faust mounts views of its own beside an app's pages: /table lists the tables and serves their values
 (here every account's raw state), /router the cluster's layout, / and /assignment statistics and
-partition assignments, /graph the service graph. The worker drops them (streams.batching.HealthApp);
+partition assignments, /graph the service graph. The worker drops them (streams.worker.batching.HealthApp);
 HEALTH_WEB_FAUST_VIEWS=1 brings them back for debugging, which the second worker here checks, so a
 404 below means "switched off", not "a path that never existed".
 """

@@ -27,7 +27,7 @@ from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams import quiet_logs
+from streams.worker import quiet_logs
 
 
 @dataclass(slots=True)
@@ -209,7 +209,7 @@ class HealthApp(faust.App):
 # member is gone, the views would silently come back: refuse to run instead.
 _FAUST_VIEWS_PACKAGE = "faust.web.apps."
 if not callable(getattr(faust.App, "_new_web", None)):  # pragma: no cover - a faust upgrade
-    raise ImportError("faust.App._new_web is gone (faust-streaming changed): streams.batching can no longer "
+    raise ImportError("faust.App._new_web is gone (faust-streaming changed): streams.worker.batching can no longer "
                       "turn Faust's built-in web views off; check the pinned faust-streaming version")
 
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from streams.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
+from streams.worker.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -138,7 +138,7 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
                           interrupted: Callable[[], bool], chunk: int = 500) -> bool:
     """Index the stored score of every account of `partitions` from the table's data (account -> envelope
     bytes), yielding to the event loop every `chunk` keys; False (and nothing indexed) if interrupted."""
-    from streams.processor import _load, partition_for
+    from streams.worker.processor import _load, partition_for
 
     index.begin(partitions)  # batch updates apply from now on: the table is never older than them
     keys = list(data.keys())
@@ -159,7 +159,7 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
 
 def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """High watermark minus committed offset (else the read position) per assigned partition of `topics`,
-    from a Faust consumer (its `_committed_offset` and `_read_offset`, as streams.batching uses them)."""
+    from a Faust consumer (its `_committed_offset` and `_read_offset`, as streams.worker.batching uses them)."""
     topics = set(topics)
     lags = {}
     for tp in consumer.assignment():

@@ -30,8 +30,8 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.events import Event, encode_event
 
-from .connections import start_client
-from .settings import Settings
+from streams.connections import start_client
+from streams.settings import Settings
 
 __all__ = ["PublishReport", "publish", "topic_of_kind"]
 
@@ -64,7 +64,7 @@ async def publish(events: Iterable[Event | tuple[float, Event]], settings: Setti
                   window: int = 10_000, **producer_options: Any) -> PublishReport:
     """Send every event and wait until all are delivered; return counts per kind and the time.
 
-    ``events`` may hold ``(send_at, event)`` pairs instead (as :func:`streams.simulator.live`
+    ``events`` may hold ``(send_at, event)`` pairs instead (as :func:`streams.tools.simulator.live`
     yields; the first item decides): each is sent no earlier than ``send_at`` by
     ``clock.time()``. ``rate``: at most this many events per second on average, by
     ``clock.monotonic()``. ``progress(sent)`` is called every ``progress_every`` events and

@@ -89,7 +89,7 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     """Run a worker."""
     import mode.loop
 
-    from streams.app import create_app
+    from streams.worker.app import create_app
 
     settings = Settings.from_env()
     mode.loop.use(loop)  # before the app exists: it takes the loop current at creation, ignoring faust's --loop
@@ -118,8 +118,8 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
 def produce(path: Path, kind: str | None, rate: float | None) -> None:
     """Publish events from a JSONL or CSV file; bad lines are reported with their line number and skipped."""
     from schemas.events import InvalidEvent
-    from streams.event_files import read_events
-    from streams.publisher import publish
+    from streams.tools.event_files import read_events
+    from streams.tools.publisher import publish
 
     _quiet_retries()
     bad = 0
@@ -157,9 +157,9 @@ def produce(path: Path, kind: str | None, rate: float | None) -> None:
 def simulate(accounts: int, healthy: float, declining: float, churning: float, days: int, live: bool,
              rate: float | None, duration: float | None, seed: int) -> None:
     """Simulate a customer base: its history as fast as possible, then (--live) events in real time."""
-    from streams import simulator
+    from streams.tools import simulator
     from streams.core.days import DAY
-    from streams.publisher import publish
+    from streams.tools.publisher import publish
 
     _quiet_retries()
     settings = Settings.from_env()
@@ -192,8 +192,8 @@ def demo(accounts: int, speed: float, history_days: int, duration: float | None,
     """Live demo on the local stack: a worker, a simulated customer base, band changes and alerts as they happen."""
     import signal
 
-    from streams.demo import DemoFailed, run_demo
-    from streams.simulator import CustomerMix
+    from streams.tools.demo import DemoFailed, run_demo
+    from streams.tools.simulator import CustomerMix
 
     _quiet_retries()
 
@@ -219,7 +219,7 @@ def demo(accounts: int, speed: float, history_days: int, duration: float | None,
 @needs(redis=True)
 def show(account_id: str) -> None:
     """Show an account's current health and what moved it last, from the Redis read model."""
-    from streams.readmodel import ReadModel
+    from streams.sinks.readmodel import ReadModel
 
     settings = Settings.from_env()
 
@@ -267,7 +267,7 @@ def publish_model(path: Path) -> None:
     """Roll a validated model out to every worker through the control topic."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.control import MODEL_KEY, model_message
+    from streams.worker.control import MODEL_KEY, model_message
 
     model = _load_model(path)
     settings = Settings.from_env()
@@ -294,7 +294,7 @@ def publish_model(path: Path) -> None:
 def what_if(path: Path) -> None:
     """Score the current account state under another model file; print the bands before and after."""
     from streams.topics import changelog_topic
-    from streams.whatif import compare, read_states
+    from streams.tools.whatif import compare, read_states
 
     settings = Settings.from_env()
     current, candidate = _load_model(settings.model_path, setting="HEALTH_MODEL"), _load_model(path)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from streams.batching import HealthApp
+from streams.worker.batching import HealthApp
 from streams.clock import Clock, clock_from
-from streams.metrics import HealthMetrics
+from streams.worker.metrics import HealthMetrics
 from streams.settings import Settings
 
 ROCKSDB_EXTRA = "rocksdb"  # pyproject.toml's optional extra that installs the bindings (rocksdict)
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | Non
         web_host=settings.web_host,
         producer_linger_ms=1,
         # a batch's table writes and outputs go out as one record batch per partition (see
-        # streams.kafka_batches); aiokafka's 16 KiB default would hold four account states
+        # streams.sinks.kafka_batches); aiokafka's 16 KiB default would hold four account states
         producer_max_batch_size=512 * 1024,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_seconds,
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None, *, metrics: HealthMetrics | Non
     if settings.data_dir:
         # Faust creates only the last level of its data directory
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    from streams import pipeline
+    from streams.worker import pipeline
 
     app.health = pipeline.register(app, settings, metrics or HealthMetrics(), clock or clock_from(settings.clock_file))
     return app

@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.outputs import iso
 from streams.core.days import DAY
-from streams.publisher import publish
-from streams.readmodel import ReadModel
+from streams.tools.publisher import publish
+from streams.sinks.readmodel import ReadModel
 from streams.settings import Settings, Topics
-from streams.simulator import CustomerMix, customer_base, history, live
+from streams.tools.simulator import CustomerMix, customer_base, history, live
 from streams.text import printable
 from streams.topics import create_topics
 

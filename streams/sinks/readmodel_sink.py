@@ -5,7 +5,7 @@ topic's partitions. When Redis is away the sink retries with backoff while scori
 catches up from the topic when Redis returns, without a restart.
 
 Redis runs without persistence here, so it can come back empty. For each partition it owns the sink
-keeps a marker in Redis (streams.readmodel: `{prefix}:readmodel:p{partition}`) and moves it with every
+keeps a marker in Redis (streams.sinks.readmodel: `{prefix}:readmodel:p{partition}`) and moves it with every
 apply, in the same pipeline; a marker that is gone, noticed by an apply or by the check every few
 seconds (also when no updates flow), means Redis lost that partition's projection: the sink seeks
 the partition to the start of the score topic and applies everything again (an update is applied
@@ -38,7 +38,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from streams.clock import idle
-from streams.readmodel import BUILDING, BUILT, MARK_LOST, MARK_OK, ReadModel
+from streams.sinks.readmodel import BUILDING, BUILT, MARK_LOST, MARK_OK, ReadModel
 from streams.topics import warn_unless_compacted
 
 log = logging.getLogger(__name__)

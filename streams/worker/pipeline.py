@@ -1,6 +1,6 @@
 """Topics, the account table, the batch handler, timers, the read model sink and the web views.
 
-The hot path is one coroutine per fetched batch (see streams.batching): the processor turns the
+The hot path is one coroutine per fetched batch (see streams.worker.batching): the processor turns the
 batch into table writes and outputs; this module writes the table, waits until the changelog
 has it, publishes the outputs, and only then lets the offsets be acked.
 """
@@ -14,18 +14,18 @@ import time
 import faust
 from faust.web import Request, Response, View
 
-from streams.batching import HealthApp, RecordBatch, in_partition
-from streams.broker_watch import BrokerWatch
-from streams.control import ControlChannel
-from streams.kafka_batches import send_records
+from streams.worker.batching import HealthApp, RecordBatch, in_partition
+from streams.worker.broker_watch import BrokerWatch
+from streams.worker.control import ControlChannel
+from streams.sinks.kafka_batches import send_records
 from streams.clock import Clock, idle
 from streams.core.model_loader import load_model
-from streams.metrics import HealthMetrics, consumer_lag, scan_partitions
+from streams.worker.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.text import printable
 from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG, warn_unless_compacted
-from streams.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
-from streams.readmodel import ReadModel
-from streams.readmodel_sink import ReadModelSink
+from streams.worker.processor import BatchResult, HealthProcessor, OutputTopics, partition_for
+from streams.sinks.readmodel import ReadModel
+from streams.sinks.readmodel_sink import ReadModelSink
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
