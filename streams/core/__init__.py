@@ -11,12 +11,12 @@ from .model_loader import ModelError, load_model, parse_model
 from .scoring import AccountScore, ComponentScore, dependent_components
 from .state import AccountState
 
-__all__ = [
+__all__ = (
     "Alert", "AlertState", "ComponentChange", "evaluate_alerts", "explain", "score_all",
     "AccountUpdate", "apply_events", "current_score", "last_score", "needs_reevaluation", "reevaluate",
     "HealthModel", "ModelError", "load_model", "parse_model", "AccountScore", "ComponentScore",
     "dependent_components", "AccountState", "DEFAULT_MODEL_PATH",
-]
+)
 
 from pathlib import Path as _Path
 

@@ -15,9 +15,11 @@ gives the same ids.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 from .days import day_of
 from .model import AlertRules, Band, band_of
@@ -28,7 +30,7 @@ RECOVERED = "health.band.recovered"
 TREND = "health.trend.declining"
 COMPONENT = "health.component.threshold"
 MAX_EVENT_IDS = 20
-_KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"}  # short keys of AlertState.last
+_KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"})  # short keys of AlertState.last
 
 
 @dataclass(slots=True)
@@ -140,137 +142,59 @@ def _alert_id(*parts: Any) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
 
 
-def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
-                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
-                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
-    """Pure transition: (alert state, previous score, new score) -> (new alert state, alerts)."""
-    # never mutate the caller's state
-    st = AlertState(state.band, dict(state.last), state.trend_armed, list(state.below), state.seq,
-                    dict(state.history))
-    alerts: list[Alert] = []
-    score = new.score
-    if score is None:
-        return st, alerts
-    today = day_of(now)
-    when = now if time is None else time
-    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
-    explanation: list = []
-    old_score = old.score if old is not None else None
-    names = {b.name: i for i, b in enumerate(bands)}
-
-    def cooled(key: str, cooldown: float) -> bool:
-        t = st.last.get(_KEY.get(key, key))
-        return t is None or now - t >= cooldown
-
-    def mark(key: str) -> None:
-        st.last[_KEY.get(key, key)] = int(now)
-
-    def emit(atype: str, band_before, band_after, key_parts, score_before, detail=None) -> None:
-        if not explanation:
-            explanation.append(explain(old, new))
-        aid = _alert_id(new.account_id, atype, new.model_fingerprint, *key_parts, today, st.seq)
-        st.seq += 1
-        alerts.append(Alert(id=aid, type=atype, account_id=new.account_id, time=when,
-                            score_before=score_before, score_after=score, band_before=band_before,
-                            band_after=band_after, model_version=new.model_version,
-                            explanation=explanation[0], event_ids=ids, detail=detail or {}))
-
-    # band crossing with hysteresis and cooldown
-    rule = rules.band_change
-    if st.band is None or st.band not in names:
-        st.band = band_of(bands, score)
-    elif rule is not None:
-        i = names[st.band]
-        lower = bands[i].min
-        upper = bands[i - 1].min if i > 0 else None
-        target, atype = None, None
-        if score < lower - rule.margin_points:
-            target, atype = band_of(bands, score), DEGRADED
-        elif upper is not None and score >= upper + rule.margin_points:
-            target, atype = band_of(bands, score), RECOVERED
-        if target is not None and cooled(atype, rule.cooldown_seconds):
-            emit(atype, st.band, target, (st.band, target), old_score,
-                 {"margin_points": rule.margin_points})
-            mark(atype)
-            st.band = target
-
-    # declining trend against the score `days` ago
-    trend = rules.trend
-    if trend is not None:
-        ref_day = None
-        for d in st.history:
-            di = int(d)
-            if di <= today - trend.days and (ref_day is None or di > ref_day):
-                ref_day = di
-        if ref_day is not None:
-            ref = st.history[str(ref_day)]
-            drop = ref - score
-            cond = ((trend.drop_points is not None and drop >= trend.drop_points)
-                    or (trend.drop_percent is not None and ref > 0 and drop * 100.0 / ref >= trend.drop_percent))
-            if not cond:
-                st.trend_armed = True
-            elif st.trend_armed and cooled(TREND, rules.cooldown_seconds):
-                emit(TREND, band_of(bands, ref), new.band, (ref_day,), ref,
-                     {"reference_day": ref_day, "reference_score": ref, "drop_points": round(drop, 2),
-                      "days": trend.days})
-                mark(TREND)
-                st.trend_armed = False
-
-    # component thresholds
-    for th in rules.component_thresholds:
-        c = new.components.get(th.component)
-        if c is None or c.score is None:
-            continue
-        was = th.component in st.below
-        if c.score < th.below and not was:
-            key = f"c:{th.component}"
-            if cooled(key, rules.cooldown_seconds):
-                emit(COMPONENT, new.band, new.band, (th.component,), old_score,
-                     {"component": th.component, "below": th.below, "component_score": c.score})
-                mark(key)
-                st.below.append(th.component)
-        elif c.score >= th.below and was:
-            st.below.remove(th.component)
-
-    # the day's score for later trend comparisons (bounded)
-    st.history[str(today)] = score
-    keep_from = today - history_days
-    for d in [d for d in st.history if int(d) < keep_from]:
-        del st.history[d]
-    return st, alerts
+# (type, band before, band after, parts of the id, score before, detail, sequence number)
+Raised = tuple[str, "str | None", "str | None", tuple, "float | None", dict, int]
 
 
-def band_names(bands: tuple[Band, ...]) -> dict[str, int]:
-    return {b.name: i for i, b in enumerate(bands)}
+def transition(stored: dict[str, Any] | None, score: float, old_score: float | None,
+               component_scores: Sequence[float | None], now: float, rules: AlertRules,
+               bands: tuple[Band, ...], history_days: int, names: Mapping[str, int] | None = None
+               ) -> tuple[dict[str, Any], list[Raised]]:
+    """The alert rules' one transition, on the stored alert state (the ``AlertState.to_dict()`` form):
+    (stored state, new score, previous score, component scores) -> (new stored state, what to raise).
 
-
-def quiet_transition(al: dict[str, Any] | None, score: float, component_scores, now: float, rules: AlertRules,
-                     bands: tuple[Band, ...], history_days: int,
-                     names: dict[str, int] | None = None) -> dict[str, Any] | None:
-    """The stored alert state (``AlertState.to_dict()`` form) after an evaluation of score
-    ``score``, computed directly on the stored form, when :func:`evaluate_alerts` would emit
-    no alert; None when some rule might fire (the caller then runs :func:`evaluate_alerts`).
-
-    When it returns a state, that state is exactly the one ``evaluate_alerts`` would leave:
-    the band set on first sight, the trend re-armed when its condition cleared, the
-    components back above their threshold, and the day's score in the history.
-    ``component_scores`` gives, for each of ``rules.component_thresholds`` in order, the new
-    score of its component (None when the component is not part of the score or has no
-    score)."""
-    al = al or {}
+    ``component_scores`` gives, for each of ``rules.component_thresholds`` in order, the new score of
+    its component (None when the component is not part of the score or has no score). The input is
+    never mutated. :func:`alerts_of` turns what is raised into alerts."""
+    al = stored or {}
     today = day_of(now)
     if names is None:
         names = band_names(bands)
-    # band crossing: any move beyond the margin may raise an alert
+    raised: list[Raised] = []
+    last_times = al.get("t")
+    seq = al.get("n", 0)
+    band_now = band_of(bands, score)
+
+    def cooled(key: str, cooldown: float) -> bool:
+        t = last_times.get(key) if last_times else None
+        return t is None or now - t >= cooldown
+
+    def emit(key: str, atype: str, band_before, band_after, id_parts: tuple, score_before, detail: dict) -> None:
+        nonlocal last_times, seq
+        raised.append((atype, band_before, band_after, id_parts, score_before, detail, seq))
+        seq += 1
+        last_times = dict(last_times or ())
+        last_times[key] = int(now)
+
+    # band crossing with hysteresis (the alerted band moves only beyond the margin) and cooldown (the
+    # move waits, and is raised by the first evaluation after it)
     band = al.get("b")
+    rule = rules.band_change
     if band is None or band not in names:
-        band = band_of(bands, score)
-    elif rules.band_change is not None:
-        margin = rules.band_change.margin_points
+        band = band_now
+    elif rule is not None:
+        margin = rule.margin_points
         i = names[band]
-        if score < bands[i].min - margin or (i > 0 and score >= bands[i - 1].min + margin):
-            return None
-    # declining trend against the latest daily score at least `days` old
+        atype = None
+        if score < bands[i].min - margin:
+            atype = DEGRADED
+        elif i > 0 and score >= bands[i - 1].min + margin:
+            atype = RECOVERED
+        if atype is not None and cooled(_KEY[atype], rule.cooldown_seconds):
+            emit(_KEY[atype], atype, band, band_now, (band, band_now), old_score, {"margin_points": margin})
+            band = band_now
+
+    # declining trend against the latest daily score at least `days` old; once per decline
     armed = not al.get("x")
     h = al.get("h")
     trend = rules.trend
@@ -289,9 +213,14 @@ def quiet_transition(al: dict[str, Any] | None, score: float, component_scores, 
                     or (trend.drop_percent is not None and ref > 0 and drop * 100.0 / ref >= trend.drop_percent))
             if not cond:
                 armed = True
-            elif armed:
-                return None
-    # component thresholds
+            elif armed and cooled(_KEY[TREND], rules.cooldown_seconds):
+                ref_day = first + k
+                emit(_KEY[TREND], TREND, band_of(bands, ref), band_now, (ref_day,), ref,
+                     {"reference_day": ref_day, "reference_score": ref, "drop_points": round(drop, 2),
+                      "days": trend.days})
+                armed = False
+
+    # component thresholds: once per fall below, re-armed when back above
     below = al.get("lo") or []
     copied = False
     for th, s in zip(rules.component_thresholds, component_scores):
@@ -299,12 +228,20 @@ def quiet_transition(al: dict[str, Any] | None, score: float, component_scores, 
             continue
         was = th.component in below
         if s < th.below and not was:
-            return None
-        if s >= th.below and was:
+            key = f"c:{th.component}"
+            if cooled(key, rules.cooldown_seconds):
+                emit(key, COMPONENT, band_now, band_now, (th.component,), old_score,
+                     {"component": th.component, "below": th.below, "component_score": s})
+                if not copied:
+                    below, copied = list(below), True
+                below.append(th.component)
+        elif s >= th.below and was:
             if not copied:
                 below, copied = list(below), True
             below.remove(th.component)
-    # the day's score, history bounded to `history_days`, stored dense (first day, values)
+
+    # the day's score for later trend comparisons, history bounded to `history_days`, stored dense
+    # (first day, a score or null per day)
     if h:
         first = h[0]
         vals = h[1:]
@@ -332,16 +269,49 @@ def quiet_transition(al: dict[str, Any] | None, score: float, component_scores, 
     d: dict[str, Any] = {}
     if band is not None:
         d["b"] = band
-    last_times = al.get("t")
     if last_times:
         d["t"] = last_times
     if not armed:
         d["x"] = 1
     if below:
         d["lo"] = below
-    seq = al.get("n", 0)
     if seq:
         d["n"] = seq
     if a < b:
         d["h"] = [first + a] + vals[a:b]
-    return d
+    return d, raised
+
+
+def alerts_of(raised: Sequence[Raised], old: AccountScore | None, new: AccountScore, now: float, *,
+              event_ids: Iterable[str] = (), time: float | None = None) -> list[Alert]:
+    """The alerts of a transition: ids from the account, type, model, what the rule names, the day and
+    the account's alert sequence number; one explanation (``explain(old, new)``) shared by all."""
+    if not raised:
+        return []
+    today = day_of(now)
+    when = now if time is None else time
+    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
+    explanation = explain(old, new)
+    return [Alert(id=_alert_id(new.account_id, atype, new.model_fingerprint, *parts, today, seq), type=atype,
+                  account_id=new.account_id, time=when, score_before=score_before, score_after=new.score,
+                  band_before=band_before, band_after=band_after, model_version=new.model_version,
+                  explanation=explanation, event_ids=ids, detail=detail)
+            for atype, band_before, band_after, parts, score_before, detail, seq in raised]
+
+
+def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
+                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
+                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
+    """:func:`transition` on a decoded :class:`AlertState` and whole scores: (alert state, previous
+    score, new score) -> (new alert state, alerts). The caller's state is not mutated."""
+    if new.score is None:
+        return AlertState.from_dict(state.to_dict()), []
+    comps = new.components
+    scores = [comps[th.component].score if th.component in comps else None for th in rules.component_thresholds]
+    stored, raised = transition(state.to_dict(), new.score, old.score if old is not None else None, scores, now,
+                                rules, bands, history_days)
+    return AlertState.from_dict(stored), alerts_of(raised, old, new, now, event_ids=event_ids, time=time)
+
+
+def band_names(bands: tuple[Band, ...]) -> dict[str, int]:
+    return {b.name: i for i, b in enumerate(bands)}

@@ -3,7 +3,7 @@ directly from per-account event lists (no buckets, no fingerprints, no pruning).
 
 It applies the same time rules (future beyond the clock skew, expired before the retained
 days; attribute upserts never expire) and counts each event_id once, then shares the
-measure formulas and the scoring with the incremental path. Streaming the same events in
+compiled evaluation (measures and scoring) with the incremental path. Streaming the same events in
 any order within the allowed lateness, with duplicates, must give the same scores.
 """
 from __future__ import annotations
@@ -13,12 +13,11 @@ from typing import Any, Iterable
 from schemas.events import Event
 
 from .days import MINUTES_PER_DAY, csat_milli, day_of, fingerprint, minute_of, nps_class, to_centi
-from .measures import MeasureValues
 from .model import HealthModel
-from .scoring import AccountScore, evaluate
-from .state import OPEN_RANKS, T_BREACH, T_LAST, T_OPENED, T_RANK, TICKET_RANK, classify_time
+from .scoring import AccountScore, plan_of
+from .state import OPEN_RANKS, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
 
-__all__ = ["score_all", "EventLog"]
+__all__ = ("score_all", "EventLog")
 
 
 class EventLog:
@@ -128,8 +127,9 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
         if classify_time(e.occurred_at, e.kind, now, start, cfg) is not None:
             continue
         accounts.setdefault(e.account_id, {}).setdefault(e.event_id, e)
+    plan = plan_of(model)
     out = {}
     for account_id in sorted(accounts):
         log = EventLog(list(accounts[account_id].values()))
-        out[account_id] = evaluate(model, account_id, MeasureValues(model, log, today), log.has_data(start))
+        out[account_id] = plan.evaluate(account_id, log, today, log.has_data(start))
     return out

@@ -1,38 +1,33 @@
-"""Straight-line Python generated once per model for the engine's hot path.
+"""The evaluation of a model, generated once per model as straight-line Python.
 
-:meth:`streams.core.scoring.Plan.score` walks the configuration's entries in a loop, looks
-measures up in a memo dictionary and calls one closure per step; for a 13-component model
-that interpretive overhead is most of the cost of a rescore. :func:`generate` writes the same
-evaluation out as one function per model: the segment tests, every entry of every
-configuration unrolled, each measure a local variable computed at most once (lazily, where
-it is first needed), the measures of ``per_user`` inlined. The building blocks are the
-plan's own (the compiled measure closures, scorings, filter conditions and the
-configuration's cached normalised weights), so the arithmetic is the same, operation for
-operation, as in ``Plan.score`` and in the reference formulas: the property tests compare
-the generated path (the stream) with ``Plan.score`` (the batch twin) and the engine with
-the reference implementation.
+A loop over a configuration's entries, looking measures up in a memo and calling one closure
+per step, spends most of a rescore on interpretive overhead; :func:`generate` writes the
+evaluation out as one function per model instead: the segment tests, every entry of every
+configuration unrolled, each measure a local variable computed at most once (lazily, where it
+is first needed), ``per_user`` measures inlined. The building blocks are the plan's own (the
+compiled measures, scorings, filter conditions and the configuration's cached normalised
+weights). The property tests compare it with the reference formulas kept in the tests.
 
-The generated function is ``run(src, today, attrs, has_data, old, recompute, old_segment)``
-with the arguments and the result of ``Plan.score(mv, has_data, old, recompute,
-old_segment)`` for a string ``old_segment`` (the engine's incremental mode) or ``old=None``
-(a full evaluation).
+The generated function is ``run(src, today, attrs, has_data, old, recompute, old_segment)`` ->
+``(segment, score, band, coverage, rows, norm)``: rows are the positional ``[value, score]``
+lists kept in ``pub`` (0 for a component not in the score), norm the configuration's
+normalised weights for the rows' presence pattern. With ``old=None``: a full evaluation.
+Otherwise (the engine's incremental mode) ``old`` holds the previous rows: a component outside
+the ``recompute`` bit mask keeps its previous value and score, and its restriction is not
+re-evaluated (its inputs did not change); when the segment is not ``old_segment`` everything
+is recomputed.
 """
 from __future__ import annotations
 
 from math import fsum
 from typing import Any, Callable
 
-from .filters import _compile_condition
+from .filters import compile_condition
+from .measures import per_user_value
 from .model import AccountFilter, HealthModel, band_of
+from .scoring import MISSING_SCORES, step_points
 
 _UNSET = object()
-
-
-def _per_user(num, den, factor):
-    """measures.compile_measure's per_user, on values already computed."""
-    if num is None or not den or den <= 0:
-        return None
-    return num / den * factor
 
 
 class _Writer:
@@ -40,7 +35,7 @@ class _Writer:
         self.plan = plan
         self.model: HealthModel = plan.model
         self.fns = fns
-        self.ns: dict[str, Any] = {"_U": _UNSET, "fsum": fsum, "round": round, "_per_user": _per_user,
+        self.ns: dict[str, Any] = {"_U": _UNSET, "fsum": fsum, "round": round, "_per_user": per_user_value,
                                    "BANDS": plan.bands, "N": len(plan.order),
                                    "band_of": band_of}
         self.consts: dict[int, str] = {}
@@ -72,7 +67,7 @@ class _Writer:
         return f"({v} if {v} is not _U else ({v} := {expr}))"
 
     def condition(self, flt: AccountFilter | None) -> str:
-        """An expression for the filter, with the short-circuit of filters.matches."""
+        """An expression for the filter: every condition, in order, short-circuiting."""
         if flt is None:
             return "True"
         parts = []
@@ -80,8 +75,25 @@ class _Writer:
             if c.op == "has":
                 parts.append(f"({self.measure(c.attribute)} is not None)")
             else:
-                parts.append(f"{self.const(_compile_condition(c), 'C')}(attrs, None)")
+                parts.append(f"{self.const(compile_condition(c), 'C')}(attrs, None)")
         return "(" + " and ".join(parts) + ")" if parts else "True"
+
+    def score(self, comp, v: str, s: str, indent: int) -> None:
+        """``s = the component's score of value v``: the scaled value clamped to 0..100 and rounded to 4
+        decimals; for a missing value the policy's score (zero: 0, neutral: 50) or None (exclude)."""
+        e = self.emit
+        sc = comp.scoring
+        if sc.type == "linear":
+            points = f"({v} - {self.const(sc.worst, 'W')}) / {self.const(sc.best - sc.worst, 'SPAN')} * 100.0"
+        elif sc.type == "max":
+            points = f"{v} / {self.const(sc.max, 'TOP')} * 100.0"
+        else:  # steps
+            points = f"{self.const(step_points(sc), 'STEPS')}({v})"
+        e(indent, f"if {v} is None:")
+        e(indent + 1, f"{s} = {self.const(MISSING_SCORES.get(comp.missing), 'MISSING')}")
+        e(indent, "else:")
+        e(indent + 1, f"x = {points}")
+        e(indent + 1, f"{s} = round(0.0 if x <= 0.0 else 100.0 if x >= 100.0 else x, 4)")
 
     def emit(self, indent: int, text: str) -> None:
         self.lines.append("    " * indent + text)
@@ -95,7 +107,7 @@ class _Writer:
             e(indent, f"if old_segment != {cfg.name!r}:")
             e(indent + 1, "return full(src, today, attrs, has_data)")
         codes = []
-        for i, measure, scorer, restrict in cfg.entries:
+        for i, measure in cfg.entries:
             comp = self.plan.components[i]
             c, v, s, r = f"c{i}", f"v{i}", f"s{i}", f"r{i}"
             codes.append(c)
@@ -118,7 +130,7 @@ class _Writer:
                 e(inner, "else:")
                 inner += 1
             e(inner, f"{v} = {self.measure(measure)}")
-            e(inner, f"{s} = {self.const(scorer, 'S')}({v})")
+            self.score(comp, v, s, inner)
             e(inner, f"{c} = 3 if {v} is not None else 2 if {s} is not None else 1")
         n = len(codes)
         key = " | ".join(f"({c} << {2 * (n - 1 - j)})" for j, c in enumerate(codes)) or "0"
@@ -130,7 +142,7 @@ class _Writer:
         e(indent, "positive, coverage, eff, rounded = norm")
         e(indent, "rows = [0] * N")
         e(indent, "parts = []")
-        for i, _, _, _ in cfg.entries:
+        for i, _ in cfg.entries:
             c, v, s, r = f"c{i}", f"v{i}", f"s{i}", f"r{i}"
             e(indent, f"if {c}:")
             e(indent + 1, f"parts.append(eff[{i}] * {s} if {s} is not None else 0.0)")
@@ -149,7 +161,7 @@ class _Writer:
         plan = self.plan
         self.lines = []
         self.measure_var = {}
-        for j, (seg, (_, cfg)) in enumerate(zip(self.model.segments, plan.segments)):
+        for j, (seg, cfg) in enumerate(zip(self.model.segments, plan.segments)):
             self.emit(1, f"{'if' if j == 0 else 'elif'} {self.condition(seg.filter)}:")
             self.config(cfg, 2, incremental)
         if plan.segments:

@@ -18,10 +18,6 @@ def day_of(ts: float) -> int:
     return int(ts // DAY)
 
 
-def hour_of(ts: float) -> int:
-    return int(ts // HOUR)
-
-
 FINGERPRINT_CHARS = 8
 
 

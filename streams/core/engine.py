@@ -14,11 +14,10 @@ import orjson
 
 from schemas.events import Event
 
-from .alerts import Alert, AlertState, evaluate_alerts, quiet_transition
+from .alerts import Alert, ComponentChange, alerts_of, explain, transition
 from .days import day_of
-from .measures import MeasureValues
 from .model import HealthModel
-from .scoring import AccountScore, Plan, evaluate, plan_of
+from .scoring import AccountScore, Plan, plan_of
 from .state import APPLIED, DUPLICATE, OUTCOMES, AccountState
 
 
@@ -35,6 +34,8 @@ class AccountUpdate:
     event_outcomes: tuple[str, ...] = ()  # the outcome of each event, in the order given
     applied_ids: tuple[str, ...] = ()  # ids of the events applied
     latest_event_time: float | None = None  # occurred_at of the newest event applied
+    previous: AccountScore | None = None  # with a new score: the one before it (None: the first)
+    changes: tuple[ComponentChange, ...] = ()  # with a new score: what changed, the largest first
 
 
 def apply_events(state: AccountState | None, account_id: str, events: Sequence[Event],
@@ -105,7 +106,7 @@ def current_score(state: AccountState, account_id: str, model: HealthModel, now:
     """A full evaluation at ``now`` without touching the given state (read-only helper)."""
     st = AccountState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
     st.advance(day_of(now), model.state)
-    return evaluate(model, account_id, MeasureValues(model, st, day_of(now)), st.has_data(0))
+    return plan_of(model).evaluate(account_id, st, day_of(now), st.has_data(0))
 
 
 def last_score(state: AccountState | None, account_id: str, model: HealthModel) -> AccountScore | None:
@@ -137,65 +138,63 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
              applied_ids: list[str], latest: float | None, per_event: tuple[str, ...]) -> AccountUpdate:
     pub = st.pub
     fp = plan.fingerprint
-    if pub is None:
-        segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None, 0,
-                                                              None)
-        changed = total is not None
-    elif pub["m"] != fp:
-        segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None, 0,
-                                                              None)
-        changed = True
-    else:
+    old_rows = None  # the previous rows, when evaluated under this model
+    if pub is not None and pub["m"] == fp:
         old_rows = pub["c"]
         if _legacy(old_rows):  # recompute, compare on [value, score]
             full = True
             old_rows = [row[:2] if row else 0 for row in old_rows]
-        if not full and pub["d"] == today:
-            # incremental: components outside `affected` keep their value and score
-            segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0),
-                                                                  old_rows, affected, pub["g"])
-        else:
-            segment, total, band, coverage, rows, norm = plan.run(st, today, st.attributes(), st.has_data(0), None,
-                                                                  0, None)
-        # same segment and rows: same weights and contributions (see Plan.norm_of)
+    if old_rows is not None and not full and pub["d"] == today:
+        # incremental: components outside `affected` keep their value and score
+        out = plan.run(st, today, st.attributes(), st.has_data(0), old_rows, affected, pub["g"])
+    else:
+        out = plan.run(st, today, st.attributes(), st.has_data(0), None, 0, None)
+    segment, total, band, coverage, rows, norm = out
+    if pub is None:
+        changed = total is not None
+    elif old_rows is None:  # another model: always a new score
+        changed = True
+    else:  # same segment and rows: same weights and contributions (see Plan.norm_of)
         changed = not (total == pub["s"] and band == pub["b"] and segment == pub["g"] and coverage == pub["cv"]
                        and rows == old_rows)
     # a new dict: the previous one is never mutated (callers may keep it)
     st.pub = {"s": total, "b": band, "g": segment, "cv": coverage, "c": rows, "m": fp, "v": plan.version, "d": today}
     new = plan.account_score(account_id, segment, total, band, coverage, rows, norm) if changed else None
+    old = _UNBUILT
+    changes: tuple = ()
+    if new is not None:
+        old = _score_of_pub(pub, account_id, plan) if pub is not None else None
+        changes = explain(old, new)
     alerts: tuple[Alert, ...] = ()
     if total is not None:
-        al = quiet_transition(st.al, total, [rows[i][1] if i is not None and rows[i] else None
-                                             for i in plan.threshold_index],
-                              now, plan.alerts, plan.bands, plan.history_days, plan.band_names)
-        if al is None:  # some rule may fire: the full transition
-            old = _score_of_pub(pub, account_id, plan) if pub is not None else None
-            if new is None:
-                new = plan.account_score(account_id, segment, total, band, coverage, rows, norm)
-            state, raised = evaluate_alerts(AlertState.from_dict(st.al), old, new, now, plan.alerts, plan.bands,
-                                            event_ids=applied_ids, time=latest if latest is not None else now,
-                                            history_days=plan.history_days)
-            al = state.to_dict()
-            alerts = tuple(raised)
-        st.al = al
-    return _update(account_id, st, outcomes, rejected, new if changed else None, alerts, True, True, per_event,
-                   tuple(applied_ids), latest)
+        st.al, raised = transition(st.al, total, pub["s"] if pub is not None else None,
+                                   [rows[i][1] if i is not None and rows[i] else None for i in plan.threshold_index],
+                                   now, plan.alerts, plan.bands, plan.history_days, plan.band_names)
+        if raised:
+            if old is _UNBUILT:
+                old = _score_of_pub(pub, account_id, plan) if pub is not None else None
+            alerts = tuple(alerts_of(raised, old, new if new is not None else
+                                     plan.account_score(account_id, segment, total, band, coverage, rows, norm),
+                                     now, event_ids=applied_ids, time=latest if latest is not None else now))
+    return _update(account_id, st, outcomes, rejected, new, alerts, True, True, per_event,
+                   tuple(applied_ids), latest, old if new is not None else None, changes)
 
 
+_UNBUILT = object()
 _make = object.__new__
 _FIELDS = ("account_id", "state", "outcomes", "rejected", "score", "alerts", "evaluated", "state_changed",
-           "event_outcomes", "applied_ids", "latest_event_time")
+           "event_outcomes", "applied_ids", "latest_event_time", "previous", "changes")
 assert tuple(f.name for f in fields(AccountUpdate)) == _FIELDS, "update _FIELDS and _update"
 _setters = tuple(AccountUpdate.__dict__[f].__set__ for f in _FIELDS)
 
 
 def _update(account_id, state, outcomes, rejected, score, alerts, evaluated, state_changed, event_outcomes,
-            applied_ids, latest_event_time) -> AccountUpdate:
+            applied_ids, latest_event_time, previous=None, changes=()) -> AccountUpdate:
     """``AccountUpdate(...)`` with every field given, without the frozen dataclass's
     per-field ``object.__setattr__`` calls (the same object)."""
     u = _make(AccountUpdate)
     (s_account_id, s_state, s_outcomes, s_rejected, s_score, s_alerts, s_evaluated, s_state_changed,
-     s_event_outcomes, s_applied_ids, s_latest) = _setters
+     s_event_outcomes, s_applied_ids, s_latest, s_previous, s_changes) = _setters
     s_account_id(u, account_id)
     s_state(u, state)
     s_outcomes(u, outcomes)
@@ -207,4 +206,6 @@ def _update(account_id, state, outcomes, rejected, score, alerts, evaluated, sta
     s_event_outcomes(u, event_outcomes)
     s_applied_ids(u, applied_ids)
     s_latest(u, latest_event_time)
+    s_previous(u, previous)
+    s_changes(u, changes)
     return u

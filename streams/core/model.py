@@ -5,31 +5,15 @@ Frozen dataclasses built by :mod:`streams.core.model_loader` from the YAML file;
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from dataclasses import dataclass, field
 from typing import Any
 
-IMPACTS = {"none": 0.0, "low": 1.0, "medium": 2.0, "high": 3.0}
+IMPACTS = MappingProxyType({"none": 0.0, "low": 1.0, "medium": 2.0, "high": 3.0})
 MISSING_POLICIES = ("exclude", "zero", "neutral")
 NEUTRAL_SCORE = 50.0
 
-# measure type -> keys it accepts (besides `type`), (required keys)
-MEASURE_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "event_count": (("events", "window_days"), ("window_days",)),
-    "distinct_users": (("window_days",), ("window_days",)),
-    "value_sum": (("events", "window_days"), ("window_days",)),
-    "value_avg": (("events", "window_days"), ("window_days",)),
-    "per_user": (("measure", "per", "percent"), ("measure", "per")),
-    "feature_adoption": (("window_days", "expected_features", "expected_count_attribute"), ("window_days",)),
-    "pct_change": (("of",), ("of",)),
-    "days_since": (("events", "kinds"), ()),
-    "open_tickets": ((), ()),
-    "mean_first_response_hours": (("window_days",), ("window_days",)),
-    "mean_resolution_hours": (("window_days",), ("window_days",)),
-    "sla_breach_share": (("window_days",), ("window_days",)),
-    "csat_avg": (("window_days",), ("window_days",)),
-    "nps": (("window_days",), ("window_days",)),
-    "attribute": (("attribute",), ("attribute",)),
-}
 INTERACTION_KINDS = ("usage", "ticket", "survey")
 
 

@@ -13,6 +13,8 @@ model this module accepts is one a worker can run.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import hashlib
 import math
 from dataclasses import dataclass
@@ -28,18 +30,17 @@ from schemas.events import LIMITS as EVENT_LIMITS
 
 from streams.text import printable
 
+from .measures import MEASURE_TYPES
 from .model import (
-    DEFAULT_BANDS, IMPACTS, MEASURE_TYPES, MISSING_POLICIES, INTERACTION_KINDS,
+    DEFAULT_BANDS, IMPACTS, MISSING_POLICIES, INTERACTION_KINDS,
     AccountFilter, AlertRules, Band, BandChangeRule, Component, ComponentThreshold, Condition,
     HealthModel, Measure, ScoreConfig, Scoring, Segment, StateConfig, TrendRule,
 )
 
-__all__ = ["MODEL_LIMITS", "ModelError", "ModelLimits", "load_model", "model_from_yaml", "parse_model"]
+__all__ = ("MODEL_LIMITS", "ModelError", "ModelLimits", "load_model", "model_from_yaml", "parse_model")
 
 _TOP_KEYS = ("version", "name", "description", "state", "measures", "components", "sections",
              "bands", "segments", "alerts")
-_WINDOWED = ("event_count", "value_sum")  # what pct_change can compare
-_COMPOSITE = ("per_user", "pct_change")
 _FILTER_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists")
 _DAY = 86400
 
@@ -191,13 +192,13 @@ def _read_yaml(text: str, source: str) -> Any:
 
 
 # collections counted while the YAML is parsed: path -> (limit, what)
-_COUNTED = {
+_COUNTED = MappingProxyType({
     "measures": (_L.measures, "measures"), "components": (_L.components, "components"),
     "sections": (_L.sections, "sections"), "segments": (_L.segments, "segments"), "bands": (_L.bands, "bands"),
     "alerts.component_thresholds": (_L.component_thresholds, "component thresholds"),
-}
-_LABELLED = {"<root>": {"measures", "components", "sections", "segments", "bands", "alerts"},
-             "alerts": {"component_thresholds"}}
+})
+_LABELLED = MappingProxyType({"<root>": frozenset({"measures", "components", "sections", "segments", "bands", "alerts"}),
+                               "alerts": frozenset({"component_thresholds"})})
 
 
 class _Frame:
@@ -617,11 +618,12 @@ class _Parser:
                 if target is None:
                     if ref not in d:
                         self.err(f"{path}.{key}", f"unknown measure {_fmt(ref)} (expected one of: {', '.join(names)})")
-                elif target.type in _COMPOSITE:
+                elif MEASURE_TYPES[target.type].composite:
                     self.err(f"{path}.{key}", f"measure {ref!r} is a {target.type}; expected a plain measure")
                 elif key == "of":
-                    if target.type not in _WINDOWED:
-                        self.err(f"{path}.of", f"measure {ref!r} is a {target.type}; expected an event_count or value_sum measure")
+                    if not MEASURE_TYPES[target.type].comparable:
+                        self.err(f"{path}.of", f"measure {ref!r} is a {target.type}; expected one of: "
+                                 f"{', '.join(t for t, mt in MEASURE_TYPES.items() if mt.comparable)}")
                     elif 2 * target.window_days > state.retention_days:
                         self.err(f"{path}.of", f"comparing two periods of {target.window_days} days needs "
                                  f"{2 * target.window_days} days of history but state.retention_days is "
@@ -637,7 +639,7 @@ class _Parser:
             self.err(f"{path}.type", f"unknown measure type {_fmt(mtype)} (expected one of: {', '.join(MEASURE_TYPES)})"
                      if mtype is not None else f"missing required field (expected one of: {', '.join(MEASURE_TYPES)})")
             return None
-        allowed, required = MEASURE_TYPES[mtype]
+        allowed, required = MEASURE_TYPES[mtype].params, MEASURE_TYPES[mtype].required
         self.keys(d, ("type", "description") + allowed, path)
         self.description(d, path)
         for key in required:

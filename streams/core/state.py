@@ -36,17 +36,20 @@ accepts. Below the limits nothing depends on arrival order; at a limit, which ev
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from dataclasses import dataclass, field
 from math import floor
 from typing import Any
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
 
+from .cache import BoundedCache
 from .days import DAY, FINGERPRINT_CHARS, HOUR, MINUTES_PER_DAY, csat_milli, day_of, fingerprint, minute_of, nps_class, to_centi
 from .model import StateConfig
 
 # Ticket actions ordered to break ties between actions at the same second.
-TICKET_RANK = {"opened": 0, "first_response": 1, "reopened": 2, "resolved": 3, "closed": 4}
+TICKET_RANK = MappingProxyType({"opened": 0, "first_response": 1, "reopened": 2, "resolved": 3, "closed": 4})
 OPEN_RANKS = (0, 1, 2)
 T_OPENED, T_FIRST, T_RESOLVED, T_LAST, T_RANK, T_BREACH = range(6)
 
@@ -87,15 +90,11 @@ def classify_time(occurred_at: float, kind: str, now: float, retention_start: in
     return None
 
 
-_KEY_HOURS: dict[str, int] = {}  # fingerprint key ("u1392") -> hour (1392): the keys recur across accounts
+_KEY_HOURS = BoundedCache(65536)  # fingerprint key ("u1392") -> hour (1392): the keys recur across accounts
 
 
 def _key_hour(key: str) -> int:
-    hour = int(key[1:])
-    if len(_KEY_HOURS) >= 65536:
-        _KEY_HOURS.clear()
-    _KEY_HOURS[key] = hour
-    return hour
+    return _KEY_HOURS.put(key, int(key[1:]))
 
 
 def _last_hour_before(cutoff: float) -> int:
@@ -251,16 +250,14 @@ class AccountState:
         ts = event.occurred_at
         kind = event.kind
         d0 = self.d0
-        # classify_time's rules, inlined (this runs for every event)
-        if ts > now + cfg.max_future_skew_seconds:
-            return FUTURE
-        if kind != "account" and ts < d0 * DAY:
-            return EXPIRED
+        outside = classify_time(ts, kind, now, d0, cfg)
+        if outside is not None:
+            return outside
         wm = self.wm.get(kind)
         if wm is not None and ts < wm - cfg.allowed_lateness_seconds:
             return LATE
         fpr = fingerprint(event.event_id)
-        hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # hour_of(ts) - d0 * 24
+        hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # the hour counted from the start of day d0
         fp = self.fp
         seen = fp.get(hkey)
         if seen is not None:

@@ -32,7 +32,6 @@ from aiokafka.partitioner import murmur2
 
 from schemas import outputs
 from schemas.events import InvalidEvent, decode_event
-from streams.core.alerts import explain
 from streams.core.engine import AccountUpdate, apply_events, last_score, needs_reevaluation, reevaluate
 from streams.core.model import HealthModel
 from streams.core.state import AccountState
@@ -164,7 +163,7 @@ class HealthProcessor:
                 letters.append(self._dead_letter(
                     topic, partition, record, f"over a state limit of account {printable(account_id)!s}: "
                     f"{update.state.limit_reason(event)}", None, now))
-        settled = self._settle(envelope, stored_pub, update, account_id, partition, "events", now, newest_ts)
+        settled = self._settle(envelope, update, account_id, partition, "events", now, newest_ts)
         # nothing below raises
         outcomes = result.outcomes
         for event, outcome in zip(events, update.event_outcomes):
@@ -213,9 +212,8 @@ class HealthProcessor:
             envelope = _load(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
                 return False
-            stored_pub = envelope.state.pub  # replaced by the core, never mutated
             update = reevaluate(envelope.state, account_id, self.model, now)
-            settled = self._settle(envelope, stored_pub, update, account_id, partition, cause, now, None)
+            settled = self._settle(envelope, update, account_id, partition, cause, now, None)
         except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
             result.failures += 1
             log.warning("account %s not rescored (%s): %s", printable(account_id, 80), cause, _failure(err))
@@ -225,10 +223,10 @@ class HealthProcessor:
         return True
 
     # ------------------------------------------------------------------ helpers
-    def _settle(self, envelope: "Envelope", stored_pub: dict | None, update: AccountUpdate, account_id: str,
+    def _settle(self, envelope: "Envelope", update: AccountUpdate, account_id: str,
                 partition: int, cause: str, now: float, newest_ts: int | None) -> "_Settled | None":
         """Turn a core update into the envelope to write and the outputs to publish after it (None: nothing
-        to write). `stored_pub`: the score stored before the update, to explain a change against."""
+        to write)."""
         if not update.state_changed and update.score is None and not update.alerts:
             return None
         envelope.state = update.state
@@ -237,7 +235,7 @@ class HealthProcessor:
             envelope.seq += 1
             envelope.previous = envelope.current
             envelope.current = [update.score.score, update.score.band]
-            changes = explain(_previous_score(stored_pub, account_id, self.model), update.score)[:MAX_CHANGES]
+            changes = update.changes[:MAX_CHANGES]
             envelope.meta = {
                 "t": int(now * 1000), "c": cause, "e": update.latest_event_time, "x": newest_ts,
                 "i": list(update.applied_ids[-MAX_EVENT_IDS:]),
@@ -375,8 +373,3 @@ def _load(stored: bytes | None) -> Envelope:
 
 def decode_state(stored: bytes | None) -> AccountState | None:
     return _load(stored).state
-
-
-def _previous_score(stored_pub: dict | None, account_id: str, model: HealthModel):
-    """The score as stored before an update (built only when the update changed the score)."""
-    return last_score(_Published(stored_pub), account_id, model) if stored_pub is not None else None

@@ -1,5 +1,6 @@
-"""The compiled evaluation (closures, generated code, cached weights, the alert fast path,
-the compact pub rows) gives exactly what the straightforward reference formulas give."""
+"""The compiled evaluation (generated code, compiled measures, cached weights, the one alert
+transition on the stored form, the compact pub rows) gives exactly what the straightforward
+reference formulas (tests/core/oracles.py) give."""
 import copy
 import random
 
@@ -7,16 +8,14 @@ import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams.core import AccountState, apply_events, last_score, parse_model, reevaluate
-from streams.core.alerts import AlertState, evaluate_alerts, quiet_transition
+from streams.core.alerts import AlertState, alerts_of, transition
 from streams.core.days import DAY, HOUR, day_of, fingerprint
-from streams.core.filters import matches
-from streams.core.measures import MeasureValues, compute
 from streams.core.model import band_of
-from streams.core.scoring import (AccountScore, ComponentScore, _normalise, choose_config, component_band,
-                                  component_score, evaluate, plan_of)
+from streams.core.scoring import AccountScore, ComponentScore, _normalise, plan_of
 from streams.core.state import _last_hour_before
 
 from .helpers import T0, roundtrip
+from .oracles import choose_config, component_band, component_score, compute, matches, reference_alerts
 from .test_properties import MODEL, build, spec_st
 
 
@@ -81,20 +80,16 @@ def test_compiled_paths_equal_the_reference(specs, now_day, masks):
     for acc, state in _states(specs, now).items():
         has = state.has_data(0)
         ref = reference_evaluate(MODEL, acc, state, today, has)
-        assert evaluate(MODEL, acc, MeasureValues(MODEL, state, today), has) == ref  # closures (batch twin)
-        out = plan.run(state, today, state.attributes(), has, None, 0, None)  # generated (stream)
-        assert out[:5] == plan.score(MeasureValues(MODEL, state, today), has)[:5]
+        assert plan.evaluate(acc, state, today, has) == ref  # the batch twin's call
+        out = plan.run(state, today, state.attributes(), has, None, 0, None)  # the stream's
         assert plan.account_score(acc, *out) == ref
-        # incremental: whatever the mask, the generated code and the closures agree
+        # incremental: the rows kept in pub were evaluated on this same state, so whichever
+        # components a mask recomputes, the result is the full one
         pub = state.pub
         if pub is not None and pub["m"] == MODEL.fingerprint:
             for mask in masks + [0, plan.all_mask]:
-                a = plan.run(state, today, state.attributes(), has, pub["c"], mask, pub["g"])
-                b = plan.score(MeasureValues(MODEL, state, today), has, pub["c"], mask, pub["g"])
-                assert a[:5] == b[:5]
-            # all components recomputed: the full result
-            full = plan.run(state, today, state.attributes(), has, pub["c"], plan.all_mask, pub["g"])
-            assert plan.account_score(acc, *full) == ref
+                again = plan.run(state, today, state.attributes(), has, pub["c"], mask, pub["g"])
+                assert plan.account_score(acc, *again) == ref
 
 
 def _alert_model(**alerts):
@@ -117,7 +112,7 @@ ALERT_MODELS = [
 ]
 
 
-def test_alert_fast_path_is_the_full_transition():
+def test_the_alert_transition_is_the_reference():
     rng = random.Random(5)
     quiet = 0
     for _ in range(20000):
@@ -136,19 +131,25 @@ def test_alert_fast_path_is_the_full_transition():
         score = round(rng.uniform(0, 100), 2)
         comps = {n: ComponentScore(None, rng.choice([None, round(rng.uniform(0, 100), 4)]), None, 0.5, 0.0)
                  for n in ("x", "y") if rng.random() < 0.8}
+        old_score = rng.choice([None, round(rng.uniform(0, 100), 2)])
+        old = None if old_score is None else AccountScore("a", old_score, band_of(bands, old_score), "default", 1.0,
+                                                          {}, "a", model.fingerprint)
         new = AccountScore("a", score, band_of(bands, score), "default", 1.0, comps, "a", model.fingerprint)
         stored = state.to_dict()
-        fast = quiet_transition(orjson.loads(orjson.dumps(stored)), score,
-                                [comps[th.component].score if th.component in comps else None
-                                 for th in rules.component_thresholds],
-                                now, rules, bands, model.state.score_history_days)
-        full, alerts = evaluate_alerts(AlertState.from_dict(stored), None, new, now, rules, bands,
-                                       history_days=model.state.score_history_days)
-        if fast is not None:
-            quiet += 1
-            assert alerts == [] and fast == full.to_dict(), (stored, score, now)
-            assert list(fast) == list(full.to_dict())  # same keys in the same order (same bytes)
-    assert quiet > 5000
+        frozen = orjson.dumps(stored)
+        after, raised = transition(stored, score, old_score,
+                                   [comps[th.component].score if th.component in comps else None
+                                    for th in rules.component_thresholds],
+                                   now, rules, bands, model.state.score_history_days)
+        assert orjson.dumps(stored) == frozen  # the input is not mutated
+        full, alerts = reference_alerts(AlertState.from_dict(stored), old, new, now, rules, bands,
+                                        event_ids=["e1", "e2"], time=now - 5,
+                                        history_days=model.state.score_history_days)
+        assert alerts_of(raised, old, new, now, event_ids=["e1", "e2"], time=now - 5) == alerts, (stored, score, now)
+        assert after == full.to_dict(), (stored, score, now)
+        assert list(after) == list(full.to_dict())  # same keys in the same order (same bytes)
+        quiet += not alerts
+    assert 5000 < quiet < 19000  # both sides exercised
 
 
 def test_compact_pub_rows_and_states_stored_by_earlier_versions():

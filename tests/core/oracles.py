@@ -1,0 +1,279 @@
+"""The reference formulas: the scoring, measures, filters and alert rules as first written (one loop,
+dictionaries, no caches, no generated code). Production evaluates through the compiled plan
+(streams.core.scoring / codegen) and the one alert transition (streams.core.alerts.transition);
+the tests hold both to these, bit for bit."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Mapping
+
+from streams.core.alerts import (COMPONENT, DEGRADED, MAX_EVENT_IDS, RECOVERED, TREND, Alert, AlertState,
+                                 _alert_id, explain)
+from streams.core.days import CENTI, MILLI, day_of
+from streams.core.filters import _eq, _num
+from streams.core.measures import numeric
+from streams.core.model import (NEUTRAL_SCORE, AccountFilter, AlertRules, Band, Component, HealthModel, Measure,
+                                ScoreConfig, Scoring, band_of)
+from streams.core.scoring import AccountScore
+from streams.core.state import T_FIRST, T_RESOLVED
+
+_KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"}
+
+
+# -------------------------------------------------------------------- scoring
+def scale(s: Scoring, value: float) -> float:
+    """0..100 from a measure value."""
+    if s.type == "linear":
+        x = (value - s.worst) / (s.best - s.worst) * 100.0
+    elif s.type == "steps":
+        x = s.otherwise
+        for lo, points in s.steps:
+            if value >= lo:
+                x = points
+                break
+    else:  # max
+        x = value / s.max * 100.0
+    return 0.0 if x <= 0.0 else 100.0 if x >= 100.0 else x
+
+
+def component_score(c: Component, value: float | None) -> float | None:
+    """The component's score: scaled, clamped to 0..100, rounded to 4 decimals; for a missing
+    value the policy's score (zero: 0, neutral: 50) or None (exclude)."""
+    if value is None:
+        if c.missing == "zero":
+            return 0.0
+        if c.missing == "neutral":
+            return NEUTRAL_SCORE
+        return None
+    return round(scale(c.scoring, value), 4)
+
+
+def component_band(c: Component, score: float | None) -> str | None:
+    """bad / average / good; a score on a border belongs to the upper interval."""
+    if c.bands is None or score is None:
+        return None
+    average, good = c.bands
+    return "good" if score >= good else "average" if score >= average else "bad"
+
+def choose_config(model: HealthModel, mv) -> ScoreConfig:
+    """The highest-priority segment whose filter matches, else the default configuration."""
+    for seg in model.segments:
+        if matches(seg.filter, mv.attrs, mv.get):
+            return seg.config
+    return model.default
+
+
+def same_result(a: AccountScore, b: AccountScore | None) -> bool:
+    """Equal score, band, segment, coverage and components (model identity aside)."""
+    return (b is not None and a.score == b.score and a.band == b.band and a.segment == b.segment
+            and a.coverage == b.coverage and a.components == b.components)
+
+
+# -------------------------------------------------------------------- filters
+def matches(flt: AccountFilter | None, attributes: Mapping[str, Any],
+            measure: Callable[[str], float | None]) -> bool:
+    """True when every condition holds. A missing attribute fails every test but
+    ``exists: false``, ``ne`` and ``not_in``."""
+    if flt is None:
+        return True
+    for c in flt.conditions:
+        op = c.op
+        if op == "has":
+            if measure(c.attribute) is None:
+                return False
+            continue
+        v = attributes.get(c.attribute)
+        if op == "exists":
+            if (v is not None) != c.arg:
+                return False
+        elif op == "eq":
+            if v is None or not _eq(v, c.arg):
+                return False
+        elif op == "ne":
+            if v is not None and _eq(v, c.arg):
+                return False
+        elif op == "in":
+            if v is None or not any(_eq(v, a) for a in c.arg):
+                return False
+        elif op == "not_in":
+            if v is not None and any(_eq(v, a) for a in c.arg):
+                return False
+        else:
+            x = _num(v)
+            if x is None:
+                return False
+            a = c.arg
+            if not ((op == "gt" and x > a) or (op == "gte" and x >= a)
+                    or (op == "lt" and x < a) or (op == "lte" and x <= a)):
+                return False
+    return True
+
+
+# ------------------------------------------------------------------- measures
+def compute(m: Measure, measures: Mapping[str, Measure], src, today: int, attrs: Mapping[str, Any],
+            get: Callable[[str], float | None]) -> float | None:
+    t = m.type
+    lo = today - m.window_days + 1 if m.window_days else None
+    if t == "event_count":
+        return float(src.count(m.events, lo))
+    if t == "distinct_users":
+        return float(src.users(lo))
+    if t == "value_sum":
+        return src.value(m.events, lo)[0] / CENTI
+    if t == "value_avg":
+        s, n = src.value(m.events, lo)
+        return s / n / CENTI if n else None
+    if t == "per_user":
+        num, den = get(m.measure), get(m.per)
+        if num is None or not den or den <= 0:
+            return None
+        return num / den * (100.0 if m.percent else 1.0)
+    if t == "feature_adoption":
+        used = src.features(lo)
+        if m.expected_features is not None:
+            return len(used.intersection(m.expected_features)) * 100.0 / len(set(m.expected_features))
+        expected = numeric(attrs.get(m.expected_count_attribute))
+        if not expected or expected <= 0:
+            return None
+        return min(len(used) * 100.0 / expected, 100.0)
+    if t == "pct_change":
+        bm = measures[m.of]
+        n = bm.window_days
+        cur_lo, prev_lo = today - n + 1, today - 2 * n + 1
+        if bm.type == "event_count":
+            cur, prev = src.count(bm.events, cur_lo), src.count(bm.events, prev_lo, cur_lo)
+        else:
+            cur, prev = src.value(bm.events, cur_lo)[0], src.value(bm.events, prev_lo, cur_lo)[0]
+        if prev == 0:
+            return None
+        return (cur - prev) * 100.0 / abs(prev)
+    if t == "days_since":
+        if m.kinds is not None:
+            days = [d for d in (src.last_kind_day(k) for k in m.kinds) if d is not None]
+            last = max(days) if days else None
+        else:
+            last = src.last_usage_day(m.events)
+        if last is None:
+            return None
+        return float(max(today - last, 0))
+    if t == "open_tickets":
+        return float(src.open_tickets())
+    if t == "mean_first_response_hours":
+        s, n = src.ticket_durations(lo, T_FIRST)
+        return s / n / 60.0 if n else None
+    if t == "mean_resolution_hours":
+        s, n = src.ticket_durations(lo, T_RESOLVED)
+        return s / n / 60.0 if n else None
+    if t == "sla_breach_share":
+        opened, breached = src.sla(lo)
+        return breached * 100.0 / opened if opened else None
+    if t == "csat_avg":
+        b = src.surveys(lo)
+        return b[0] / b[1] / MILLI if b[1] else None
+    if t == "nps":
+        b = src.surveys(lo)
+        n = b[2] + b[3] + b[4]
+        return (b[2] - b[4]) * 100.0 / n if n else None
+    if t == "attribute":
+        return numeric(attrs.get(m.attribute))
+    raise ValueError(f"unknown measure type {t!r}")
+
+
+# --------------------------------------------------------------------- alerts
+def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
+                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
+                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
+    """Pure transition: (alert state, previous score, new score) -> (new alert state, alerts)."""
+    # never mutate the caller's state
+    st = AlertState(state.band, dict(state.last), state.trend_armed, list(state.below), state.seq,
+                    dict(state.history))
+    alerts: list[Alert] = []
+    score = new.score
+    if score is None:
+        return st, alerts
+    today = day_of(now)
+    when = now if time is None else time
+    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
+    explanation: list = []
+    old_score = old.score if old is not None else None
+    names = {b.name: i for i, b in enumerate(bands)}
+
+    def cooled(key: str, cooldown: float) -> bool:
+        t = st.last.get(_KEY.get(key, key))
+        return t is None or now - t >= cooldown
+
+    def mark(key: str) -> None:
+        st.last[_KEY.get(key, key)] = int(now)
+
+    def emit(atype: str, band_before, band_after, key_parts, score_before, detail=None) -> None:
+        if not explanation:
+            explanation.append(explain(old, new))
+        aid = _alert_id(new.account_id, atype, new.model_fingerprint, *key_parts, today, st.seq)
+        st.seq += 1
+        alerts.append(Alert(id=aid, type=atype, account_id=new.account_id, time=when,
+                            score_before=score_before, score_after=score, band_before=band_before,
+                            band_after=band_after, model_version=new.model_version,
+                            explanation=explanation[0], event_ids=ids, detail=detail or {}))
+
+    # band crossing with hysteresis and cooldown
+    rule = rules.band_change
+    if st.band is None or st.band not in names:
+        st.band = band_of(bands, score)
+    elif rule is not None:
+        i = names[st.band]
+        lower = bands[i].min
+        upper = bands[i - 1].min if i > 0 else None
+        target, atype = None, None
+        if score < lower - rule.margin_points:
+            target, atype = band_of(bands, score), DEGRADED
+        elif upper is not None and score >= upper + rule.margin_points:
+            target, atype = band_of(bands, score), RECOVERED
+        if target is not None and cooled(atype, rule.cooldown_seconds):
+            emit(atype, st.band, target, (st.band, target), old_score,
+                 {"margin_points": rule.margin_points})
+            mark(atype)
+            st.band = target
+
+    # declining trend against the score `days` ago
+    trend = rules.trend
+    if trend is not None:
+        ref_day = None
+        for d in st.history:
+            di = int(d)
+            if di <= today - trend.days and (ref_day is None or di > ref_day):
+                ref_day = di
+        if ref_day is not None:
+            ref = st.history[str(ref_day)]
+            drop = ref - score
+            cond = ((trend.drop_points is not None and drop >= trend.drop_points)
+                    or (trend.drop_percent is not None and ref > 0 and drop * 100.0 / ref >= trend.drop_percent))
+            if not cond:
+                st.trend_armed = True
+            elif st.trend_armed and cooled(TREND, rules.cooldown_seconds):
+                emit(TREND, band_of(bands, ref), new.band, (ref_day,), ref,
+                     {"reference_day": ref_day, "reference_score": ref, "drop_points": round(drop, 2),
+                      "days": trend.days})
+                mark(TREND)
+                st.trend_armed = False
+
+    # component thresholds
+    for th in rules.component_thresholds:
+        c = new.components.get(th.component)
+        if c is None or c.score is None:
+            continue
+        was = th.component in st.below
+        if c.score < th.below and not was:
+            key = f"c:{th.component}"
+            if cooled(key, rules.cooldown_seconds):
+                emit(COMPONENT, new.band, new.band, (th.component,), old_score,
+                     {"component": th.component, "below": th.below, "component_score": c.score})
+                mark(key)
+                st.below.append(th.component)
+        elif c.score >= th.below and was:
+            st.below.remove(th.component)
+
+    # the day's score for later trend comparisons (bounded)
+    st.history[str(today)] = score
+    keep_from = today - history_days
+    for d in [d for d in st.history if int(d) < keep_from]:
+        del st.history[d]
+    return st, alerts
