@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from streams.connections import KafkaSecurity, RedisSecurity, env_secret
+from streams.core import DEFAULT_MODEL_PATH
 
-DEFAULT_MODEL = Path(__file__).parent / "models" / "default.yaml"
+DEFAULT_MODEL = DEFAULT_MODEL_PATH  # streams/models/default.yaml
 
 
 def _env(name: str, default: str) -> str:

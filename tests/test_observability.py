@@ -234,14 +234,15 @@ def expected_portfolio(table: dict, processor_model) -> tuple[dict, dict]:
     """Accounts per (band, segment) and score points per segment, decoded from every envelope."""
     from collections import Counter
 
-    from streams.worker.processor import _load
+    from streams.core.engine import last_segment
+    from streams.worker.envelope import load_envelope
 
     counts, points = Counter(), Counter()
     for value in table.values():
-        envelope = _load(value)
+        envelope = load_envelope(value)
         if envelope.current and envelope.current[0] is not None:
             score, band = envelope.current
-            segment = envelope.state.pub["g"]
+            segment = last_segment(envelope.state)
             counts[(band, segment)] += 1
             points[segment] += score
     return dict(counts), dict(points)

@@ -14,7 +14,8 @@ from streams.core import load_model, score_all
 from streams.core.days import DAY
 from streams.core.simulate import account_events
 from streams.core.state import STATE_LIMITS
-from streams.worker.processor import HealthProcessor, OutputTopics, decode_state, partition_for
+from streams.worker.envelope import decode_state
+from streams.worker.processor import HealthProcessor, OutputTopics, partition_for
 from streams.settings import DEFAULT_MODEL
 
 N = 4

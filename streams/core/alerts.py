@@ -21,15 +21,14 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from schemas.outputs import ALERT_TYPES
+
 from .days import day_of
 from .model import AlertRules, Band, band_of
 from .scoring import AccountScore
 
-DEGRADED = "health.band.degraded"
-RECOVERED = "health.band.recovered"
-TREND = "health.trend.declining"
-COMPONENT = "health.component.threshold"
-MAX_EVENT_IDS = 20
+DEGRADED, RECOVERED, TREND, COMPONENT = ALERT_TYPES
+MAX_ALERT_EVENT_IDS = 20  # the newest ids of the events behind an alert
 _KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"})  # short keys of AlertState.last
 
 
@@ -290,7 +289,7 @@ def alerts_of(raised: Sequence[Raised], old: AccountScore | None, new: AccountSc
         return []
     today = day_of(now)
     when = now if time is None else time
-    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
+    ids = tuple(event_ids)[-MAX_ALERT_EVENT_IDS:]
     explanation = explain(old, new)
     return [Alert(id=_alert_id(new.account_id, atype, new.model_fingerprint, *parts, today, seq), type=atype,
                   account_id=new.account_id, time=when, score_before=score_before, score_after=new.score,

@@ -113,10 +113,27 @@ def last_score(state: AccountState | None, account_id: str, model: HealthModel) 
     """The last evaluated score kept in the state (for explanations and read models). Its
     components are known only under the model that produced it (after a model rollout the
     previous score comes back with no components)."""
+    return snapshot_score(score_snapshot(state), account_id, model)
+
+
+ScoreSnapshot = dict  # opaque to callers: pass it back to snapshot_score
+
+
+def score_snapshot(state: AccountState | None) -> ScoreSnapshot | None:
+    """The state's last evaluated score as it is now, to rebuild later with :func:`snapshot_score`
+    although the state is folded further: the engine replaces it on every evaluation, never
+    mutates it."""
+    return state.pub if state is not None else None
+
+
+def snapshot_score(snapshot: ScoreSnapshot | None, account_id: str, model: HealthModel) -> AccountScore | None:
+    return _score_of_pub(snapshot, account_id, plan_of(model)) if snapshot is not None else None
+
+
+def last_segment(state: AccountState | None) -> str | None:
+    """The segment of the state's last evaluation (None: never scored)."""
     pub = state.pub if state is not None else None
-    if pub is None:
-        return None
-    return _score_of_pub(pub, account_id, plan_of(model))
+    return pub["g"] if pub is not None else None
 
 
 def _score_of_pub(pub: dict, account_id: str, plan: Plan) -> AccountScore:

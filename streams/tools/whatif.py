@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.core import AccountState, HealthModel, current_score
 from streams.connections import start_client
-from streams.worker.processor import decode_state
+from streams.worker.envelope import decode_state
 from streams.settings import Settings
 from streams.topics import changelog_topic
 

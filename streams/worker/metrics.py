@@ -20,16 +20,15 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from schemas.events import EVENT_KINDS
+from schemas.outputs import ALERT_TYPES, CAUSES
+from streams.core.state import OUTCOMES
 from streams.worker.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # every label value the counters can take, created at zero so rate() and increase() see the first events
-EVENT_KINDS = ("usage", "ticket", "survey", "account")
-EVENT_OUTCOMES = ("applied", "duplicate", "late", "expired", "future", "over_limit", "dead_lettered", "rerouted")
-ALERT_TYPES = ("health.band.degraded", "health.band.recovered", "health.trend.declining",
-               "health.component.threshold")
-CAUSES = ("events", "timer", "model")
+EVENT_OUTCOMES = OUTCOMES + ("dead_lettered", "rerouted")  # the core's, and the worker's own
 READ_MODEL_REBUILD_REASONS = ("initial", "lost")
 
 
@@ -138,7 +137,9 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
                           interrupted: Callable[[], bool], chunk: int = 500) -> bool:
     """Index the stored score of every account of `partitions` from the table's data (account -> envelope
     bytes), yielding to the event loop every `chunk` keys; False (and nothing indexed) if interrupted."""
-    from streams.worker.processor import _load, partition_for
+    from streams.core.engine import last_segment
+    from streams.worker.envelope import load_envelope
+    from streams.worker.processor import partition_for
 
     index.begin(partitions)  # batch updates apply from now on: the table is never older than them
     keys = list(data.keys())
@@ -147,9 +148,8 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
             account = key.decode()
             partition = partition_for(account, n)
             if partition in partitions:
-                envelope = _load(data.get(key))
-                pub = envelope.state.pub if envelope.state is not None else None
-                index.load(partition, account, envelope.current, pub.get("g") if pub else None)
+                envelope = load_envelope(data.get(key))
+                index.load(partition, account, envelope.current, last_segment(envelope.state))
         await asyncio.sleep(0)
         if interrupted():
             index.retain(set(index.partitions) - partitions)

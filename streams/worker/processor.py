@@ -32,12 +32,13 @@ from aiokafka.partitioner import murmur2
 
 from schemas import outputs
 from schemas.events import InvalidEvent, decode_event
-from streams.core.engine import AccountUpdate, apply_events, last_score, needs_reevaluation, reevaluate
+from streams.core.engine import (AccountUpdate, ScoreSnapshot, apply_events, last_score, needs_reevaluation,
+                                 reevaluate, score_snapshot, snapshot_score)
 from streams.core.model import HealthModel
-from streams.core.state import AccountState
 from streams.text import printable
+from streams.worker.envelope import Envelope, ScoreMeta, load_envelope
 
-MAX_EVENT_IDS = 3  # per score update (alerts carry up to 20); kept in the table value, which must stay small
+MAX_SCORE_EVENT_IDS = 3  # per score update (alerts carry up to MAX_ALERT_EVENT_IDS); kept in the table value, which must stay small
 MAX_CHANGES = 3  # components in a score update's explanation, the largest changes first
 # The broker refuses records over 1 MiB (message.max.bytes). A table value or output past this is
 # refused here, with a dead letter for the events that would have made it, long before that.
@@ -142,13 +143,13 @@ class HealthProcessor:
               now: float, result: BatchResult) -> None:
         """One account's events of the batch into its state, its table write and its outputs. Either all of
         that is added to `result`, or (when it raises) none of it."""
-        envelope = _load(stored)
-        stored_pub = envelope.state.pub if envelope.state is not None else None  # replaced, never mutated
+        envelope = load_envelope(stored)
+        stored_score = score_snapshot(envelope.state)
         events = [e for e, _, _ in items]
         update = apply_events(envelope.state, account_id, events, self.model, now)
         replayed = []
         if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
-            replayed = self._outbox(envelope, account_id, partition, stored_pub)
+            replayed = self._outbox(envelope, account_id, partition, stored_score)
         letters = []
         where = {id(e): (r, t) for e, r, t in items} if update.rejected else None  # event -> its record
         for event, reason in update.rejected:
@@ -209,7 +210,7 @@ class HealthProcessor:
                    result: BatchResult) -> bool:
         """Rescore a stored account if its windows slid or the model changed; False if it was not due."""
         try:
-            envelope = _load(stored)
+            envelope = load_envelope(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
                 return False
             update = reevaluate(envelope.state, account_id, self.model, now)
@@ -236,12 +237,11 @@ class HealthProcessor:
             envelope.previous = envelope.current
             envelope.current = [update.score.score, update.score.band]
             changes = update.changes[:MAX_CHANGES]
-            envelope.meta = {
-                "t": int(now * 1000), "c": cause, "e": update.latest_event_time, "x": newest_ts,
-                "i": list(update.applied_ids[-MAX_EVENT_IDS:]),
-                "ch": [[c.component, c.score_before, c.score_after, c.contribution_before, c.contribution_after]
-                       for c in changes],
-            }
+            envelope.meta = ScoreMeta(
+                int(now * 1000), cause, update.latest_event_time, newest_ts,
+                list(update.applied_ids[-MAX_SCORE_EVENT_IDS:]),
+                [[c.component, c.score_before, c.score_after, c.contribution_before, c.contribution_after]
+                 for c in changes])
             envelope.published = True
         envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
         value = envelope.dump()
@@ -251,14 +251,14 @@ class HealthProcessor:
         return _Settled(account_id, partition, value, self._outbox(envelope, account_id, partition, score=update.score),
                         cause, update.score, newest_ts, update.alerts)
 
-    def _outbox(self, envelope: "Envelope", account_id: str, partition: int, pub: dict | None = None,
+    def _outbox(self, envelope: "Envelope", account_id: str, partition: int, snapshot: ScoreSnapshot | None = None,
                 score=None) -> list[Output]:
         """The outputs of the envelope's last write: its score update (if it changed the score) and alerts.
-        `pub`: the stored score, when the state has been folded further since that write."""
+        `snapshot`: the stored score, when the state has been folded further since that write."""
         key = account_id.encode()
         out = []
         if envelope.published:
-            record = score_record(envelope, account_id, self.model, pub, score)
+            record = score_record(envelope, account_id, self.model, snapshot, score)
             out.append(Output(self.topics.scores, partition, key, _bounded(orjson.dumps(record))))
         for alert in envelope.alerts:
             out.append(Output(self.topics.alerts, partition, key, _bounded(orjson.dumps(alert))))
@@ -314,62 +314,20 @@ class _Settled:
         result.outputs += self.outputs
 
 
-class _Published:
-    __slots__ = ("pub",)
-
-    def __init__(self, pub: dict):
-        self.pub = pub
-
-
-def score_record(envelope: "Envelope", account_id: str, model: HealthModel, pub: dict | None = None,
+def score_record(envelope: "Envelope", account_id: str, model: HealthModel, snapshot: ScoreSnapshot | None = None,
                  score=None) -> dict:
-    """The score update of the envelope's last published score, rebuilt from the stored state,
-    so a re-publication after a crash has exactly the content of the first."""
+    """The score update of the envelope's last published score, rebuilt from the stored state (or
+    `snapshot`, its score before the state was folded further), so a re-publication after a crash has
+    exactly the content of the first."""
     if score is None:  # rebuilt from the stored score: the same as the core returned when it was new
-        score = last_score(_Published(pub) if pub is not None else envelope.state, account_id, model)
+        score = (snapshot_score(snapshot, account_id, model) if snapshot is not None
+                 else last_score(envelope.state, account_id, model))
     meta = envelope.meta
     previous = envelope.previous
     return outputs.score_update(
         account_id=account_id, seq=envelope.seq, score=score.to_dict(),
         previous={"score": previous[0], "band": previous[1]} if previous else None,
         changes=[{"component": n, "score_before": sb, "score_after": sa, "contribution_before": cb,
-                  "contribution_after": ca, "change": round(ca - cb, 4)} for n, sb, sa, cb, ca in meta["ch"]],
-        cause=meta["c"], computed_at=meta["t"] / 1000.0, event_time=meta["e"], source_timestamp_ms=meta["x"],
-        event_ids=meta["i"])
-
-
-class Envelope:
-    """The table value: the core's state, the score sequence number, the last two published
-    scores and what the last write published (for re-publication after a crash)."""
-
-    __slots__ = ("state", "seq", "current", "previous", "meta", "published", "alerts")
-
-    def __init__(self, state: AccountState | None, seq: int = 0, current: list | None = None,
-                 previous: list | None = None, meta: dict | None = None, published: bool = False,
-                 alerts: list | None = None):
-        self.state, self.seq, self.current, self.previous = state, seq, current, previous
-        self.meta, self.published, self.alerts = meta, published, alerts or []
-
-    def dump(self) -> bytes:
-        d = {"s": self.state.to_dict() if self.state is not None else None, "q": self.seq}
-        if self.current is not None:
-            d["p"] = [self.current, self.previous]
-            d["m"] = self.meta
-        if self.published:
-            d["u"] = 1
-        if self.alerts:
-            d["a"] = self.alerts
-        return orjson.dumps(d)
-
-
-def _load(stored: bytes | None) -> Envelope:
-    if not stored:
-        return Envelope(None)
-    d = orjson.loads(stored)
-    state = AccountState.from_dict(d["s"]) if d.get("s") is not None else None
-    current, previous = d.get("p") or (None, None)
-    return Envelope(state, d.get("q", 0), current, previous, d.get("m"), bool(d.get("u")), d.get("a"))
-
-
-def decode_state(stored: bytes | None) -> AccountState | None:
-    return _load(stored).state
+                  "contribution_after": ca, "change": round(ca - cb, 4)} for n, sb, sa, cb, ca in meta.changes],
+        cause=meta.cause, computed_at=meta.computed_at_ms / 1000.0, event_time=meta.event_time,
+        source_timestamp_ms=meta.source_timestamp_ms, event_ids=meta.event_ids)

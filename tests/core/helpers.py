@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import orjson
 import yaml
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
-from streams.core import AccountState, apply_events, current_score, parse_model, score_all
+from streams.core import DEFAULT_MODEL_PATH, AccountState, apply_events, current_score, parse_model, score_all
 from streams.core.days import DAY
 
-DEFAULT_YAML = Path(__file__).resolve().parents[2] / "streams" / "models" / "default.yaml"
+DEFAULT_YAML = DEFAULT_MODEL_PATH
 T0 = 20000 * DAY  # midnight UTC, day 20000
 _n = [0]
 
