@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from streams.core.alerts import (COMPONENT, DEGRADED, MAX_EVENT_IDS, RECOVERED, TREND, Alert, AlertState,
+from streams.core.alerts import (COMPONENT, DEGRADED, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert, AlertState,
                                  _alert_id, explain)
 from streams.core.days import CENTI, MILLI, day_of
 from streams.core.filters import _eq, _num
@@ -192,7 +192,7 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
         return st, alerts
     today = day_of(now)
     when = now if time is None else time
-    ids = tuple(event_ids)[-MAX_EVENT_IDS:]
+    ids = tuple(event_ids)[-MAX_ALERT_EVENT_IDS:]
     explanation: list = []
     old_score = old.score if old is not None else None
     names = {b.name: i for i, b in enumerate(bands)}
