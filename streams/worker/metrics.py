@@ -159,7 +159,9 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
 
 def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """High watermark minus committed offset (else the read position) per assigned partition of `topics`,
-    from a Faust consumer (its `_committed_offset` and `_read_offset`, as streams.worker.batching uses them)."""
+    from a Faust consumer."""
+    from streams.worker.batching import consumer_position
+
     topics = set(topics)
     lags = {}
     for tp in consumer.assignment():
@@ -171,10 +173,7 @@ def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
             continue
         if highwater is None:
             continue
-        position = consumer._committed_offset.get(tp)
-        if position is None:
-            read = consumer._read_offset.get(tp)
-            position = read + 1 if read is not None else 0
+        position = consumer_position(consumer, tp)
         lags[(tp.topic, tp.partition)] = max(0, highwater - position)
     return lags
 

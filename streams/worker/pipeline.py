@@ -1,7 +1,7 @@
 """Topics, the account table, the batch handler, timers, the read model sink and the web views.
 
-The hot path is one coroutine per fetched batch (see streams.worker.batching): the processor turns the
-batch into table writes and outputs; this module writes the table, waits until the changelog
+The hot path is one agent, `score_accounts`, that receives the input topics a fetched batch at a time (see
+streams.worker.batching): the processor turns the batch into table writes and outputs; this module writes the table, waits until the changelog
 has it, publishes the outputs, and only then lets the offsets be acked.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import faust
 from faust.web import Request, Response, View
 
-from streams.worker.batching import HealthApp, RecordBatch, in_partition
+from streams.worker.batching import HealthApp, RecordBatch, kafka_producer, put_table_value
 from streams.worker.broker_watch import BrokerWatch
 from streams.worker.control import ControlChannel
 from streams.sinks.kafka_batches import send_records
@@ -141,23 +141,7 @@ class Pipeline:
                 self._put(account_id.encode(), partition, value)
 
     def _put(self, key: bytes, partition: int, value: bytes | None) -> None:
-        """Set (None: delete) a table value in its partition, in memory only (the changelog is the caller's)."""
-        with in_partition(self.anchor_topic, partition):  # a persistent store keeps a db per partition
-            if value is None:
-                try:
-                    del self.table.data[key]
-                except KeyError:
-                    pass
-            else:
-                self.table.data[key] = value
-        # the memory store forgets a revoked partition's keys by this index, which Faust fills only
-        # when it recovers a key from the changelog: written here, a key is registered here
-        key_partition = getattr(self.table.data, "_key_partition", None)
-        if key_partition is not None:
-            if value is None:
-                key_partition.pop(key, None)
-            else:
-                key_partition[key] = partition
+        put_table_value(self.table, self.anchor_topic, partition, key, value)
 
     def owned_partitions(self) -> set[int]:
         """The table partitions this worker owns actively."""
@@ -175,7 +159,7 @@ class Pipeline:
         changelog_topic = self.changelog_topic
         changelog = [(changelog_topic, partition, account_id.encode(), value)
                      for account_id, (partition, value) in result.writes.items()]
-        producer = self.app.producer._ensure_producer()
+        producer = kafka_producer(self.app)
         persisted = {}
         if changelog:
             for topic, partition, n, delivered in await send_records(producer, changelog):
@@ -340,12 +324,15 @@ def _mtime(path) -> float | None:
 
 def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: Clock) -> Pipeline:
     pipeline = Pipeline(app, settings, metrics, clock)
-    app.topics.add(pipeline.inputs)  # subscribed without an agent: the batch handler consumes it
     app.declared_topics = (pipeline.inputs, *pipeline.outputs, pipeline.control)
     app.startup_checks = (pipeline.check_copartitioning, pipeline.load_control_model)
-    app.batch_topics = frozenset(pipeline.kinds)
-    app.batch_handler = pipeline.on_batch
     metrics.on_model(pipeline.model)
+
+    @app.agent(app.fetched_batches(pipeline.inputs))
+    async def score_accounts(fetches) -> None:
+        """The input events, a fetched batch of every partition at a time: scored, committed, then acked."""
+        async for fetch in fetches:
+            await fetch.handle(pipeline.on_batch)
 
     @app.timer(interval=settings.reevaluate_seconds, on_leader=False)
     async def reevaluate_accounts() -> None:

@@ -9,8 +9,6 @@ accepted_path = os.environ["ACCEPTED_FILE"]
 
 app = HealthApp(os.environ["APP_ID"], broker=os.environ["BROKER"], store="memory://", topic_partitions=2,
                 key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest")
-app.topics.add(app.topic(os.environ["TOPIC"]))
-app.batch_topics = frozenset({os.environ["TOPIC"]})
 calls = 0
 
 
@@ -26,4 +24,7 @@ async def handler(batches, generation) -> bool:
     return True
 
 
-app.batch_handler = handler
+@app.agent(app.fetched_batches(app.topic(os.environ["TOPIC"])))
+async def accept(fetches):
+    async for fetch in fetches:
+        await fetch.handle(handler)
