@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import statistics
@@ -107,6 +108,37 @@ def faust_baseline(app: str, settings: Settings, total: int, workdir: Path) -> f
         proc.terminate()
         proc.wait(30)
     return result["events"] / (result["last"] - result["first"]), result["loop"]
+
+
+def quix_baseline(app: str, settings: Settings, total: int, workdir: Path, settle: float = 0.0,
+                  timeout: float = 1800) -> tuple[float, dict]:
+    """Run one of ops/bench/quix_baselines.py on the preloaded topics, in its own process with a state dir
+    of its own: events/s, and its report (with `final_events`: all it counted, read after it stopped;
+    `settle` seconds after the last expected event, in case more come)."""
+    out = workdir / f"quix-{app}.json"
+    final = Path(f"{out}.final")
+    state_dir = Path(tempfile.mkdtemp(prefix=f"quix-{app}-state-", dir=workdir))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_PREFIX": settings.app_id, "BENCH_TOTAL": str(total),
+           "BENCH_OUT": str(out), "BENCH_BROKER": settings.broker, "BENCH_STATE_DIR": str(state_dir)}
+    log_path = workdir / f"quix-{app}.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "ops/bench/quix_baselines.py"), app], env=env, cwd=workdir,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not out.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"quixstreams baseline {app} exited or timed out; see {log_path}")
+            time.sleep(0.5)
+        time.sleep(0.1 + settle)
+        result = json.loads(out.read_text())
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    if not final.exists():
+        raise RuntimeError(f"quixstreams baseline {app} did not stop cleanly; see {log_path}")
+    result["final_events"] = json.loads(final.read_text())["events"]
+    return result["events"] / (result["last"] - result["first"]), result
 
 
 def metric(port: int, name: str) -> float:
@@ -321,10 +353,14 @@ def main() -> None:
     parser.add_argument("--bootstrap", default=os.environ.get("HEALTH_BOOTSTRAP", "127.0.0.1:9092"))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-usual", action="store_true", help="skip baseline C (the slowest run)")
+    parser.add_argument("--skip-quix", action="store_true",
+                        help="skip the quixstreams peers Q and Qc (they need the bench extra: pip install -e '.[bench]')")
     parser.add_argument("--skip-latency", action="store_true", help="skip the fixed-load latency run")
     parser.add_argument("--skip-scale-out", action="store_true", help="skip the two-worker run")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
     args = parser.parse_args()
+    if not args.skip_quix and importlib.util.find_spec("quixstreams") is None:
+        parser.error("quixstreams is not installed: pip install -e '.[bench]' (ops/install does), or --skip-quix")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     settings = settings_for(f"bench-{int(time.time())}", args.partitions, args.bootstrap)
     asyncio.run(create_topics(settings))
@@ -335,6 +371,8 @@ def main() -> None:
     a = asyncio.run(ceiling_a(settings, total))
     b, b_loop = faust_baseline("counter", settings, total, workdir)
     c, c_loop = (None, None) if args.skip_usual else faust_baseline("usual", settings, total, workdir)
+    qc, qc_run = (None, None) if args.skip_quix else quix_baseline("counter", settings, total, workdir)
+    q, q_run = (None, None) if args.skip_quix else quix_baseline("scorer", settings, total, workdir)
     one = run_settings(settings, "d1")
     d = ours_d(one, total, workdir)
     scale = None if args.skip_scale_out else scale_out(args.bootstrap, args.partitions, events, workdir)
@@ -343,19 +381,29 @@ def main() -> None:
                                                  args.latency_rate, args.latency_seconds, args.seed)
     result = {"events": total, "accounts": args.accounts, "partitions": args.partitions,
               "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
-              "baseline_c_events_per_s": round(c) if c else None, "ours_d": d,
+              "baseline_c_events_per_s": round(c) if c else None,
+              "quix_q_events_per_s": round(q) if q else None, "quix_qc_events_per_s": round(qc) if qc else None,
+              "quix": {"Q": q_run, "Qc": qc_run}, "ours_d": d,
               "event_loops": {"B": b_loop, "C": c_loop, "D": d["loop"]},
               "scale_out": scale,
               "state_bytes_per_account": state,
               "d_over_a": round(d["events_per_s"] / a, 4), "d_over_b": round(d["events_per_s"] / b, 2),
-              "d_over_c": round(d["events_per_s"] / c, 2) if c else None, "latency": lat}
+              "d_over_c": round(d["events_per_s"] / c, 2) if c else None,
+              "d_over_q": round(d["events_per_s"] / q, 2) if q else None,
+              "d_over_qc": round(d["events_per_s"] / qc, 2) if qc else None, "latency": lat}
     print(f"{'run':<46}{'events/s':>12}")
     print(f"{'A: bare aiokafka getmany + orjson':<46}{round(a):>12}")
     print(f"{'B: minimal Faust agent counting events':<46}{round(b):>12}")
     if c:
         print(f"{'C: Faust scorer the usual way':<46}{round(c):>12}")
+    if q:
+        print(f"{'Qc: minimal quixstreams app counting events':<46}{round(qc):>12}")
+        print(f"{'Q: quixstreams scorer the documented way':<46}{round(q):>12}")
+        print(f"  quixstreams {q_run['quixstreams']}: counted in all: Qc {qc_run['final_events']}, "
+              f"Q {q_run['final_events']} of {total}")
     print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
-    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}")
+    print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}   "
+          f"D/Q = {result['d_over_q']}   D/Qc = {result['d_over_qc']}")
     if scale:
         print(f"scale-out, workers in their group before the load: one {scale['one']['events_per_s']} events/s, "
               f"two {scale['two']['events_per_s']} events/s: {scale['ratio']}x")
