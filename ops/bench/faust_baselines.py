@@ -11,34 +11,22 @@ Each writes `{"first": t, "last": t, "events": n}` to BENCH_OUT when it has seen
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 
 import faust
 
+from ops.bench.progress import Progress
+
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")
-TOTAL = int(os.environ.get("BENCH_TOTAL", "0"))
-OUT = os.environ.get("BENCH_OUT", "/tmp/bench-out.json")
 BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092")
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "12"))
 INPUTS = [f"{PREFIX}.{t}" for t in ("usage", "tickets", "surveys", "accounts")]
 DAY = 86400
 
 
-class Progress:
-    def __init__(self):
-        self.first = None
-        self.n = 0
-
-    def tick(self, k: int = 1) -> None:
-        if self.first is None:
-            self.first = time.time()
-        self.n += k
-        if self.n == TOTAL:
-            with open(OUT, "w") as f:
-                json.dump({"first": self.first, "last": time.time(), "events": self.n,
-                           "loop": type(asyncio.get_running_loop()).__module__}, f)
+def _loop() -> dict:
+    return {"loop": type(asyncio.get_running_loop()).__module__}
 
 
 def _app(name: str, **kw) -> faust.App:
@@ -48,7 +36,7 @@ def _app(name: str, **kw) -> faust.App:
 
 # ---------------------------------------------------------------- B: the framework's cost
 counter = _app("counter", value_serializer="raw", key_serializer="raw")
-_count_progress = Progress()
+_count_progress = Progress(_loop)
 
 
 @counter.agent(counter.topic(*INPUTS, value_type=bytes, key_type=bytes))
@@ -65,7 +53,7 @@ open_tickets = usual.Table("open_tickets", default=int, partitions=PARTITIONS)  
 csat = usual.Table("csat", default=list, partitions=PARTITIONS)  # account -> [sum, n]
 attributes = usual.Table("attributes", default=dict, partitions=PARTITIONS)  # account -> {}
 scores = usual.Table("scores", default=float, partitions=PARTITIONS)  # account -> score
-_usual_progress = Progress()
+_usual_progress = Progress(_loop)
 
 
 def _score(account: str, now: float) -> float:

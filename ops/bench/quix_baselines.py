@@ -30,27 +30,12 @@ import time
 import quixstreams
 from quixstreams import Application, State
 
+from ops.bench.progress import OUT, Progress
+
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")
-TOTAL = int(os.environ.get("BENCH_TOTAL", "0"))
-OUT = os.environ.get("BENCH_OUT", "/tmp/bench-out.json")
 BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092").removeprefix("kafka://")
 INPUTS = [f"{PREFIX}.{t}" for t in ("usage", "tickets", "surveys", "accounts")]
 DAY = 86400
-
-
-class Progress:
-    def __init__(self):
-        self.first = None
-        self.n = 0
-
-    def tick(self) -> None:
-        if self.first is None:
-            self.first = time.time()
-        self.n += 1
-        if self.n == TOTAL:
-            with open(OUT, "w") as f:
-                json.dump({"first": self.first, "last": time.time(), "events": self.n,
-                           "quixstreams": quixstreams.__version__}, f)
 
 
 def _app(name: str) -> Application:
@@ -61,7 +46,7 @@ def _app(name: str) -> Application:
 # ---------------------------------------------------------------- Qc: the framework's cost
 def counter() -> tuple[Application, Progress]:
     app = _app("counter")
-    progress = Progress()
+    progress = Progress(lambda: {"quixstreams": quixstreams.__version__})
     for name in INPUTS:
         sdf = app.dataframe(app.topic(name, value_deserializer="bytes"))
         sdf = sdf.update(lambda _: progress.tick())
@@ -88,7 +73,7 @@ def _score(state: State, now: float) -> float:
 
 def scorer() -> tuple[Application, Progress]:
     app = _app("scorer")
-    progress = Progress()
+    progress = Progress(lambda: {"quixstreams": quixstreams.__version__})
 
     def score_event(event: dict, state: State) -> dict:
         ts = time.mktime(time.strptime(event["occurred_at"][:19], "%Y-%m-%dT%H:%M:%S"))

@@ -29,51 +29,7 @@ from .scoring import AccountScore
 
 DEGRADED, RECOVERED, TREND, COMPONENT = ALERT_TYPES
 MAX_ALERT_EVENT_IDS = 20  # the newest ids of the events behind an alert
-_KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"})  # short keys of AlertState.last
-
-
-@dataclass(slots=True)
-class AlertState:
-    band: str | None = None  # the band last alerted (or first seen)
-    last: dict[str, int] = field(default_factory=dict)  # dg / rc / tr / c:<component> -> time emitted
-    trend_armed: bool = True
-    below: list[str] = field(default_factory=list)  # components currently below their threshold
-    seq: int = 0  # alerts emitted so far (part of the deterministic id)
-    history: dict[str, float] = field(default_factory=dict)  # day -> score of the day's last evaluation
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {}
-        if self.band is not None:
-            d["b"] = self.band
-        if self.last:
-            d["t"] = self.last
-        if not self.trend_armed:
-            d["x"] = 1
-        if self.below:
-            d["lo"] = self.below
-        if self.seq:
-            d["n"] = self.seq
-        if self.history:  # dense: [first day, score or null per day]
-            days = [int(k) for k in self.history]
-            first = min(days)
-            row: list = [None] * (max(days) - first + 1)
-            for k, v in self.history.items():
-                row[int(k) - first] = v
-            d["h"] = [first] + row
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "AlertState":
-        d = d or {}
-        return cls(band=d.get("b"), last=dict(d.get("t", {})), trend_armed=not d.get("x"),
-                   below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")))
-
-
-def _history(h: list | None) -> dict[str, float]:
-    if not h:
-        return {}
-    first = h[0]
-    return {str(first + i): v for i, v in enumerate(h[1:]) if v is not None}
+_KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"})  # keys of the stored "t" (last times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +105,9 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
                component_scores: Sequence[float | None], now: float, rules: AlertRules,
                bands: tuple[Band, ...], history_days: int, names: Mapping[str, int] | None = None
                ) -> tuple[dict[str, Any], list[Raised]]:
-    """The alert rules' one transition, on the stored alert state (the ``AlertState.to_dict()`` form):
+    """The alert rules' one transition, on the stored alert state ({"b": band last alerted, "t": {dg / rc / tr /
+    c:<component>: time emitted}, "x": 1 while the trend rule is disarmed, "lo": components below their
+    threshold, "n": alerts emitted (part of their ids), "h": [first day, a score or null per day]}):
     (stored state, new score, previous score, component scores) -> (new stored state, what to raise).
 
     ``component_scores`` gives, for each of ``rules.component_thresholds`` in order, the new score of
@@ -296,20 +254,6 @@ def alerts_of(raised: Sequence[Raised], old: AccountScore | None, new: AccountSc
                   band_before=band_before, band_after=band_after, model_version=new.model_version,
                   explanation=explanation, event_ids=ids, detail=detail)
             for atype, band_before, band_after, parts, score_before, detail, seq in raised]
-
-
-def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
-                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
-                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
-    """:func:`transition` on a decoded :class:`AlertState` and whole scores: (alert state, previous
-    score, new score) -> (new alert state, alerts). The caller's state is not mutated."""
-    if new.score is None:
-        return AlertState.from_dict(state.to_dict()), []
-    comps = new.components
-    scores = [comps[th.component].score if th.component in comps else None for th in rules.component_thresholds]
-    stored, raised = transition(state.to_dict(), new.score, old.score if old is not None else None, scores, now,
-                                rules, bands, history_days)
-    return AlertState.from_dict(stored), alerts_of(raised, old, new, now, event_ids=event_ids, time=time)
 
 
 def band_names(bands: tuple[Band, ...]) -> dict[str, int]:

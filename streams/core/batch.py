@@ -12,10 +12,10 @@ from typing import Any, Iterable
 
 from schemas.events import Event
 
-from .days import MINUTES_PER_DAY, csat_milli, day_of, fingerprint, minute_of, nps_class, to_centi
+from .days import MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
 from .model import HealthModel
 from .scoring import AccountScore, plan_of
-from .state import OPEN_RANKS, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
+from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
 
 __all__ = ("score_all", "EventLog")
 
@@ -94,14 +94,8 @@ class EventLog:
     def surveys(self, lo) -> list[int]:
         out = [0, 0, 0, 0, 0]
         for e in self.survey_events:
-            if day_of(e.occurred_at) < lo:
-                continue
-            bottom, top = e.scale_range
-            if e.survey == "csat":
-                out[0] += csat_milli(e.score, bottom, top)
-                out[1] += 1
-            elif e.survey == "nps":
-                out[2 + nps_class(e.score, bottom, top)] += 1
+            if day_of(e.occurred_at) >= lo:
+                add_survey(out, e)
         return out
 
     def attributes(self) -> dict[str, Any]:

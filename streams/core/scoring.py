@@ -286,10 +286,3 @@ def plan_of(model: HealthModel) -> Plan:
     """The compiled plan of a model (cached per fingerprint)."""
     plan = _PLANS.get(model.fingerprint)
     return plan if plan is not None else _PLANS.put(model.fingerprint, Plan(model))
-
-
-def dependent_components(model: HealthModel, event: Event) -> frozenset[str]:
-    """The components whose value an event can change (account events: all of them)."""
-    plan = plan_of(model)
-    mask = plan.dependent_mask(event)
-    return frozenset(n for i, n in enumerate(plan.order) if mask >> i & 1)

@@ -80,6 +80,17 @@ _L_NAMES, _L_USERS, _L_FEATURES, _L_TICKETS, _L_ATTRIBUTES, _L_FINGERPRINTS = (
     STATE_LIMITS.fingerprints)
 
 
+def add_survey(b: list[int], e: SurveyEvent) -> None:
+    """Count one answer into [csat sum (thousandths of the 1..5 scale), csat answers, promoters, passives,
+    detractors] (the state's daily buckets, the batch twin's totals)."""
+    bottom, top = e.scale_range
+    if e.survey == "csat":
+        b[0] += csat_milli(e.score, bottom, top)
+        b[1] += 1
+    elif e.survey == "nps":
+        b[2 + nps_class(e.score, bottom, top)] += 1
+
+
 def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
     """The time rules shared by the stream and the batch twin: 'future' beyond the allowed
     clock skew, 'expired' before the retained days (account attribute upserts never expire)."""
@@ -376,12 +387,7 @@ class AccountState:
         b = self.sv.get(key)
         if b is None:
             b = self.sv[key] = [0, 0, 0, 0, 0]
-        bottom, top = e.scale_range
-        if e.survey == "csat":
-            b[0] += csat_milli(e.score, bottom, top)
-            b[1] += 1
-        elif e.survey == "nps":
-            b[2 + nps_class(e.score, bottom, top)] += 1
+        add_survey(b, e)
 
     def _account(self, e: AccountEvent, fpr: str) -> None:
         ts = e.occurred_at
@@ -498,8 +504,9 @@ class AccountState:
     def surveys(self, lo: int) -> list[int]:
         """[csat sum (thousandths), csat answers, promoters, passives, detractors] since day lo."""
         c0 = c1 = c2 = c3 = c4 = 0
+        every = lo <= self.d0  # a window as long as the retained days (the usual case) takes every bucket
         for k, b in self.sv.items():
-            if int(k) >= lo:
+            if every or int(k) >= lo:
                 c0 += b[0]
                 c1 += b[1]
                 c2 += b[2]

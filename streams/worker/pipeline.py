@@ -11,8 +11,7 @@ import logging
 import math
 import time
 
-import faust
-from faust.web import Request, Response, View
+from faust.web import Request, Response
 
 from streams.worker.batching import HealthApp, RecordBatch, kafka_producer, put_table_value
 from streams.worker.broker_watch import BrokerWatch

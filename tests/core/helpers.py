@@ -1,14 +1,21 @@
-"""Shared builders for the core tests."""
+"""Shared builders for the core tests, and test views over the production path: the decoded alert state
+(`AlertState`, `evaluate_alerts` over the core's one `transition`) and the components an event can change
+(`dependent_components`, from the plan's bit mask)."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 import orjson
 import yaml
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
 from streams.core import DEFAULT_MODEL_PATH, AccountState, apply_events, current_score, parse_model, score_all
+from streams.core.alerts import Alert, alerts_of, transition
 from streams.core.days import DAY
+from streams.core.model import AlertRules, Band, HealthModel
+from streams.core.scoring import AccountScore, plan_of
 
 DEFAULT_YAML = DEFAULT_MODEL_PATH
 T0 = 20000 * DAY  # midnight UTC, day 20000
@@ -75,3 +82,71 @@ def with_changes(doc: dict, **changes) -> dict:
     d = copy.deepcopy(doc)
     d.update(changes)
     return d
+
+
+# ------------------------------------------------------------- views over the production path
+@dataclass(slots=True)
+class AlertState:
+    band: str | None = None  # the band last alerted (or first seen)
+    last: dict[str, int] = field(default_factory=dict)  # dg / rc / tr / c:<component> -> time emitted
+    trend_armed: bool = True
+    below: list[str] = field(default_factory=list)  # components currently below their threshold
+    seq: int = 0  # alerts emitted so far (part of the deterministic id)
+    history: dict[str, float] = field(default_factory=dict)  # day -> score of the day's last evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        if self.band is not None:
+            d["b"] = self.band
+        if self.last:
+            d["t"] = self.last
+        if not self.trend_armed:
+            d["x"] = 1
+        if self.below:
+            d["lo"] = self.below
+        if self.seq:
+            d["n"] = self.seq
+        if self.history:  # dense: [first day, score or null per day]
+            days = [int(k) for k in self.history]
+            first = min(days)
+            row: list = [None] * (max(days) - first + 1)
+            for k, v in self.history.items():
+                row[int(k) - first] = v
+            d["h"] = [first] + row
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "AlertState":
+        d = d or {}
+        return cls(band=d.get("b"), last=dict(d.get("t", {})), trend_armed=not d.get("x"),
+                   below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")))
+
+
+def _history(h: list | None) -> dict[str, float]:
+    if not h:
+        return {}
+    first = h[0]
+    return {str(first + i): v for i, v in enumerate(h[1:]) if v is not None}
+
+
+
+
+def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
+                    rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
+                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
+    """:func:`transition` on a decoded :class:`AlertState` and whole scores: (alert state, previous
+    score, new score) -> (new alert state, alerts). The caller's state is not mutated."""
+    if new.score is None:
+        return AlertState.from_dict(state.to_dict()), []
+    comps = new.components
+    scores = [comps[th.component].score if th.component in comps else None for th in rules.component_thresholds]
+    stored, raised = transition(state.to_dict(), new.score, old.score if old is not None else None, scores, now,
+                                rules, bands, history_days)
+    return AlertState.from_dict(stored), alerts_of(raised, old, new, now, event_ids=event_ids, time=time)
+
+
+def dependent_components(model: HealthModel, event) -> frozenset[str]:
+    """The components whose value an event can change (account events: all of them)."""
+    plan = plan_of(model)
+    mask = plan.dependent_mask(event)
+    return frozenset(n for i, n in enumerate(plan.order) if mask >> i & 1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from streams.core.alerts import (COMPONENT, DEGRADED, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert, AlertState,
+from streams.core.alerts import (COMPONENT, DEGRADED, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert,
                                  _alert_id, explain)
 from streams.core.days import CENTI, MILLI, day_of
 from streams.core.filters import _eq, _num
@@ -15,6 +15,7 @@ from streams.core.model import (NEUTRAL_SCORE, AccountFilter, AlertRules, Band, 
                                 ScoreConfig, Scoring, band_of)
 from streams.core.scoring import AccountScore
 from streams.core.state import T_FIRST, T_RESOLVED
+from .helpers import AlertState
 
 _KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"}
 

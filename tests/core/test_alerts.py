@@ -1,10 +1,9 @@
-from streams.core import AlertState, evaluate_alerts, load_model, DEFAULT_MODEL_PATH
 from streams.core.alerts import DEGRADED, RECOVERED, TREND, COMPONENT
 from streams.core.model import DEFAULT_BANDS, AlertRules, BandChangeRule, ComponentThreshold, TrendRule
 from streams.core.scoring import AccountScore, ComponentScore
 from streams.core.days import DAY
 
-from .helpers import T0
+from .helpers import T0, AlertState, evaluate_alerts
 
 BANDS = DEFAULT_BANDS
 

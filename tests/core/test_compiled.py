@@ -8,13 +8,13 @@ import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams.core import AccountState, apply_events, last_score, parse_model, reevaluate
-from streams.core.alerts import AlertState, alerts_of, transition
+from streams.core.alerts import alerts_of, transition
 from streams.core.days import DAY, HOUR, day_of, fingerprint
 from streams.core.model import band_of
 from streams.core.scoring import AccountScore, ComponentScore, _normalise, plan_of
 from streams.core.state import _last_hour_before
 
-from .helpers import T0, roundtrip
+from .helpers import T0, AlertState, roundtrip
 from .oracles import choose_config, component_band, component_score, compute, matches, reference_alerts
 from .test_properties import MODEL, build, spec_st
 

@@ -2,7 +2,7 @@ import random
 
 import orjson
 
-from streams.core import (AccountState, apply_events, current_score, dependent_components, last_score,
+from streams.core import (AccountState, apply_events, current_score, last_score,
                           load_model, needs_reevaluation, reevaluate, score_all, DEFAULT_MODEL_PATH)
 from schemas.events import LIMITS
 from streams.core.days import DAY, HOUR
@@ -10,7 +10,7 @@ from streams.core.state import STATE_LIMITS
 from streams.worker.processor import MAX_RECORD_BYTES
 from streams.core.simulate import account_events
 
-from .helpers import T0, attrs, roundtrip, survey, ticket, usage
+from .helpers import T0, attrs, dependent_components, roundtrip, survey, ticket, usage
 
 MODEL = load_model(DEFAULT_MODEL_PATH)
 NOW = T0 + 30 * DAY
