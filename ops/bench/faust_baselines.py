@@ -16,13 +16,12 @@ import time
 
 import faust
 
-from ops.bench.progress import Progress
+from ops.bench.baseline import DAY, Progress, score
 
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")
 BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092")
 PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "12"))
 INPUTS = [f"{PREFIX}.{t}" for t in ("usage", "tickets", "surveys", "accounts")]
-DAY = 86400
 
 
 def _loop() -> dict:
@@ -59,16 +58,8 @@ _usual_progress = Progress(_loop)
 def _score(account: str, now: float) -> float:
     today = int(now // DAY)
     logins = sum(daily_counts[f"{account}|login|{d}"] for d in range(today - 29, today + 1))
-    recency = max(0.0, 30 - (now - last_seen[f"{account}|login"]) / DAY) / 30 if last_seen[f"{account}|login"] else 0
-    tickets = open_tickets[account]
-    c = csat[account]
-    rating = attributes[account].get("csm_rating")
-    parts = [min(logins / 20, 1.0) * 100, recency * 100, max(0.0, 1 - tickets / 4) * 100]
-    if c:
-        parts.append((c[0] / c[1] - 1) / 4 * 100)
-    if rating is not None:
-        parts.append(rating * 10)
-    return sum(parts) / len(parts)
+    return score(logins, last_seen[f"{account}|login"], open_tickets[account], csat[account],
+                 attributes[account].get("csm_rating"), now)
 
 
 @usual.agent(usual.topic(*INPUTS))

@@ -30,12 +30,11 @@ import time
 import quixstreams
 from quixstreams import Application, State
 
-from ops.bench.progress import OUT, Progress
+from ops.bench.baseline import DAY, OUT, Progress, score
 
 PREFIX = os.environ.get("BENCH_PREFIX", "bench")
 BROKER = os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092").removeprefix("kafka://")
 INPUTS = [f"{PREFIX}.{t}" for t in ("usage", "tickets", "surveys", "accounts")]
-DAY = 86400
 
 
 def _app(name: str) -> Application:
@@ -58,17 +57,8 @@ def _score(state: State, now: float) -> float:
     """faust_baselines._score over the account's State instead of Faust tables."""
     today = int(now // DAY)
     logins = sum(state.get(f"daily|login|{d}", 0) for d in range(today - 29, today + 1))
-    last_login = state.get("last_seen|login", 0.0)
-    recency = max(0.0, 30 - (now - last_login) / DAY) / 30 if last_login else 0
-    tickets = state.get("open_tickets", 0)
-    c = state.get("csat", [])
-    rating = state.get("attributes", {}).get("csm_rating")
-    parts = [min(logins / 20, 1.0) * 100, recency * 100, max(0.0, 1 - tickets / 4) * 100]
-    if c:
-        parts.append((c[0] / c[1] - 1) / 4 * 100)
-    if rating is not None:
-        parts.append(rating * 10)
-    return sum(parts) / len(parts)
+    return score(logins, state.get("last_seen|login", 0.0), state.get("open_tickets", 0), state.get("csat", []),
+                 state.get("attributes", {}).get("csm_rating"), now)
 
 
 def scorer() -> tuple[Application, Progress]:

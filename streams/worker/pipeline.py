@@ -1,8 +1,9 @@
 """Topics, the account table, the batch handler, timers, the read model sink and the web views.
 
-The hot path is one agent, `score_accounts`, that receives the input topics a fetched batch at a time (see
-streams.worker.batching): the processor turns the batch into table writes and outputs; this module writes the table, waits until the changelog
-has it, publishes the outputs, and only then lets the offsets be acked.
+The hot path is one agent, `score_accounts`, that receives the input topics a fetched batch at a time
+(see streams.worker.batching): the processor turns the batch into table writes and outputs; this
+module writes the table, waits until the changelog has it, publishes the outputs, and only then
+lets the offsets be acked.
 """
 from __future__ import annotations
 
