@@ -101,6 +101,16 @@ class Worker:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def report(self, tail: int = 2000) -> str:
+        """What a failure message needs: the first error of the log with what led to it (a crash's own
+        traceback comes long before the shutdown lines that end the log), then the log's end."""
+        text = self.log()
+        first = min((i for i in (text.find("Traceback"), text.find("] [ERROR] "), text.find("] [CRITICAL] "))
+                     if i >= 0), default=-1)
+        if first < 0 or first >= len(text) - tail:
+            return text[-tail:]
+        return f"{text[max(0, first - 1500):first + 3000]}\n[...]\n{text[-tail:]}"
+
     def __enter__(self) -> "Worker":
         return self.start()
 

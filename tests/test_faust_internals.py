@@ -70,6 +70,30 @@ def test_a_built_consumer_has_the_state_the_fetch_loop_reads():
         missing_consumer_state(consumer)
 
 
+def test_a_seek_back_that_a_rebalance_overtakes_does_not_stop_the_fetch_loop(monkeypatch, caplog):
+    # seen in CI: a partition revoked between Faust listing the committed offsets and seeking it
+    from aiokafka.errors import IllegalStateError
+
+    consumer = _app().consumer
+    sought = []
+
+    async def seek_to_committed():
+        sought.append(True)
+        raise IllegalStateError("No current assignment for partition TopicPartition(topic='t.usage', partition=1)")
+
+    monkeypatch.setattr(consumer, "seek_to_committed", seek_to_committed)
+    asyncio.run(consumer.seek_back_to_committed())
+    assert sought  # through Faust's own perform_seek
+    assert "seek to the committed offsets during a rebalance failed (IllegalStateError" in caplog.text
+
+    async def moved():
+        return {TP("t.usage", 1): 42}
+
+    monkeypatch.setattr(consumer, "seek_to_committed", moved)
+    asyncio.run(consumer.seek_back_to_committed())
+    assert consumer._read_offset[TP("t.usage", 1)] == 42 and consumer._committed_offset[TP("t.usage", 1)] == 42
+
+
 def test_table_writes_land_in_their_partition_and_the_memory_stores_index():
     app = _app()
     table = app.Table("accounts", partitions=4, key_type=bytes, value_type=bytes)

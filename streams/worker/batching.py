@@ -167,9 +167,20 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 offset = batch.records[0].offset
                 try:  # in the consumer's thread, whose fetcher state it changes
                     await self._thread.call_thread(self._thread.seek, batch.tp, offset)
-                except IllegalStateError:  # revoked in the meantime: the new owner reads them
+                except (IllegalStateError, AssertionError):  # revoked meanwhile (aiokafka asserts a subscription)
                     continue
                 self._read_offset[batch.tp] = offset or None
+
+    async def seek_back_to_committed(self) -> None:
+        """While the flow is suspended (a rebalance), move every partition back to its committed offset,
+        as Faust's own fetch loop does, and like it survive a seek that fails: the assignment can change
+        under it (a partition revoked between listing and seeking it). Faust's recovery seeks every
+        assigned partition to its committed offset again before it resumes the flow."""
+        try:
+            await self.perform_seek()
+        except Exception as err:  # noqa: BLE001 - IllegalStateError and kin; an escaping one crashes the worker
+            log.warning("seek to the committed offsets during a rebalance failed (%s: %s)",
+                        type(err).__name__, err)
 
     async def deliver(self, channel, batches: list[RecordBatch], generation: int) -> bool:
         """Put one fetch on the agent's channel and wait for its outcome; False: read it again.
@@ -212,7 +223,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self.perform_seek()
+                    await self.seek_back_to_committed()
                     continue
                 batches: list[RecordBatch] = []
                 generation = self.app.consumer_generation_id  # a rebalance after this fences the batch
@@ -319,6 +330,7 @@ FAUST_INTERNALS: tuple[tuple[Any, str, tuple[str, ...] | None, str], ...] = (
     (faust_aiokafka.Consumer, "_drain_messages", ("fetcher",), "the fetch loop, replaced to hand whole fetches over"),
     (faust_aiokafka.Consumer, "_wait_next_records", ("timeout",), "the next fetch of the fetch loop"),
     (faust_aiokafka.Consumer, "_to_message", ("tp", "record"), "changelog records on Faust's usual path"),
+    (faust_aiokafka.Consumer, "perform_seek", (), "the seek back to committed offsets while the flow is suspended"),
     (faust_aiokafka.Consumer, "_add_gap", ("tp", "offset_from", "offset_to"),
      "offsets skipped inside a partition, so that they do not block commits"),
     (faust_aiokafka.Consumer, "consumer_stopped_errors", None, "the errors that end the fetch loop quietly"),

@@ -105,7 +105,7 @@ def test_prometheus_sees_the_events_and_band_gauges_add_up_to_the_scored_account
             try:
                 return wait_for(lambda: predicate() or not worker.alive(), timeout, interval=1, what=what)
             finally:
-                assert worker.alive(), worker.log()[-3000:]
+                assert worker.alive(), worker.report()
 
         check("the read model to hold every scored account",
               lambda: redis_client.zcard(f"{unique}:ranking") == scored)
@@ -166,7 +166,7 @@ def test_band_gauges_of_two_workers_add_up_after_a_rebalance(stack, worker_env, 
                                 what=what)
             finally:
                 for w in workers:
-                    assert w.alive(), w.log()[-3000:]
+                    assert w.alive(), w.report()
 
         check("worker a to count every scored account", lambda: prometheus.value("sum(health_accounts)") == scored,
               [a])

@@ -226,7 +226,7 @@ def test_a_stopped_worker_restarts_on_its_rocksdb_files_without_the_changelog(st
                                                                               "accounts")], first.alive)
     finally:
         code = first.stop(timeout=60)
-    assert code == 0, f"SIGTERM: the worker exited with {code}\n{first.log()[-3000:]}"
+    assert code == 0, f"SIGTERM: the worker exited with {code}\n{first.report()}"
 
     # a clean stop leaves the store complete: its offset is the changelog's last, nothing to replay
     resume = check_store_against_changelog(tmp_path, unique, stack.bootstrap, changelog, complete=True)

@@ -73,7 +73,7 @@ def test_worker_scores_through_a_secure_listener(listener, secure, stack, worker
     with Worker({**worker_env, **env}, tmp_path, "--without-web") as worker:
         raw = wait_for(lambda: redis_client.hget(f"{unique}:account:acme", "record") or not worker.alive(), 90,
                        what="the worker to write acme's score to Redis")
-        assert worker.alive(), worker.log()[-3000:]
+        assert worker.alive(), worker.report()
         record = orjson.loads(raw)
         assert record["account_id"] == "acme" and record["event_ids"] == ["e-1"], record
         scores = run(consume(options, f"{unique}.scores", until=lambda values: len(values) >= 1), bound=90)
@@ -181,8 +181,8 @@ def test_worker_with_a_wrong_password_exits_at_once_naming_the_setting(secure, w
         code = worker.proc.wait(60)  # a bound, not a measure: a worker retrying for ever fails here
     except subprocess.TimeoutExpired:
         worker.kill()
-        pytest.fail(f"`health worker` with a wrong password still ran after 60 s:\n{worker.log()[-3000:]}")
+        pytest.fail(f"`health worker` with a wrong password still ran after 60 s:\n{worker.report()}")
     lines = [line for line in worker.log().splitlines() if line.strip()]
-    assert code == 2, worker.log()[-3000:]
-    assert len(lines) == 1, worker.log()[-3000:]
+    assert code == 2, worker.report()
+    assert len(lines) == 1, worker.report()
     assert f"127.0.0.1:{secure.sasl_ssl_port}" in lines[0] and "HEALTH_KAFKA_SASL_PASSWORD" in lines[0], lines[0]

@@ -22,7 +22,7 @@ def test_event_is_scored_into_redis_and_bad_input_reaches_deadletter(stack, work
     with Worker(worker_env, tmp_path, "--without-web") as worker:
         raw = wait_for(lambda: redis_client.hget(f"{unique}:account:acme", "record") or not worker.alive(), 90,
                        what="the worker to write acme's score to Redis")
-        assert worker.alive(), worker.log()[-3000:]
+        assert worker.alive(), worker.report()
         record = orjson.loads(raw)
         assert record["account_id"] == "acme" and record["seq"] == 1 and record["event_ids"] == ["e-1"]
         assert 0 <= record["score"] <= 100 and record["band"] in {"Healthy", "At Risk", "Needs Attention"}
