@@ -189,7 +189,13 @@ def alert_schema() -> dict:
                     "score_before": _NUM_OR_NULL, "score_after": _NUM_OR_NULL,
                     "band_before": _STR_OR_NULL, "band_after": _STR_OR_NULL,
                     "model_version": {"type": "string"},
-                    "explanation": {"type": "array", "items": _CHANGE},
+                    "explanation": {
+                        "type": "array", "items": _CHANGE, "minItems": 1,
+                        "description": "Band alerts: the components whose contribution changed since the account's "
+                                       "band was last alerted (score_before is that alert's score; the values and "
+                                       "component scores before are not kept: null). Other alerts: since the "
+                                       "previous evaluation. Never empty: with nothing changed, the components as "
+                                       "they stand (before = after)."},
                     "event_ids": {"type": "array", "items": {"type": "string"}},
                     "occurred_at": _TIME,
                     "detail": {"type": "object"},

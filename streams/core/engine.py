@@ -14,7 +14,7 @@ import orjson
 
 from schemas.events import Event
 
-from .alerts import Alert, ComponentChange, alerts_of, explain, transition
+from .alerts import Alert, ComponentChange, alerts_of, band_snapshot, explain, transition
 from .days import day_of
 from .model import HealthModel
 from .scoring import AccountScore, Plan, plan_of
@@ -36,6 +36,7 @@ class AccountUpdate:
     latest_event_time: float | None = None  # occurred_at of the newest event applied
     previous: AccountScore | None = None  # with a new score: the one before it (None: the first)
     changes: tuple[ComponentChange, ...] = ()  # with a new score: what changed, the largest first
+    held_back: int = 0  # alerts not raised because the events behind them are history (see alerts.py)
 
 
 def apply_events(state: AccountState | None, account_id: str, events: Sequence[Event],
@@ -183,35 +184,48 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
         old = _score_of_pub(pub, account_id, plan) if pub is not None else None
         changes = explain(old, new)
     alerts: tuple[Alert, ...] = ()
+    held = 0
     if total is not None:
-        st.al, raised = transition(st.al, total, pub["s"] if pub is not None else None,
-                                   [rows[i][1] if i is not None and rows[i] else None for i in plan.threshold_index],
-                                   now, plan.alerts, plan.bands, plan.history_days, plan.band_names)
+        scored = new
+
+        def current() -> AccountScore:
+            nonlocal scored
+            if scored is None:
+                scored = plan.account_score(account_id, segment, total, band, coverage, rows, norm)
+            return scored
+
+        rules = plan.alerts
+        # the events behind this evaluation are history (a replay, a backfill): track, publish nothing
+        historic = latest is not None and now - latest > rules.history_horizon_seconds
+        st.al, raised, held = transition(
+            st.al, total, pub["s"] if pub is not None else None,
+            [rows[i][1] if i is not None and rows[i] else None for i in plan.threshold_index],
+            now, rules, plan.bands, plan.history_days, plan.band_names, historic=historic,
+            snapshot=lambda: band_snapshot(current(), today, plan.order))
         if raised:
             if old is _UNBUILT:
                 old = _score_of_pub(pub, account_id, plan) if pub is not None else None
-            alerts = tuple(alerts_of(raised, old, new if new is not None else
-                                     plan.account_score(account_id, segment, total, band, coverage, rows, norm),
-                                     now, event_ids=applied_ids, time=latest if latest is not None else now))
+            alerts = tuple(alerts_of(raised, old, current(), now, event_ids=applied_ids,
+                                     time=latest if latest is not None else now, components=plan.order))
     return _update(account_id, st, outcomes, rejected, new, alerts, True, True, per_event,
-                   tuple(applied_ids), latest, old if new is not None else None, changes)
+                   tuple(applied_ids), latest, old if new is not None else None, changes, held)
 
 
 _UNBUILT = object()
 _make = object.__new__
 _FIELDS = ("account_id", "state", "outcomes", "rejected", "score", "alerts", "evaluated", "state_changed",
-           "event_outcomes", "applied_ids", "latest_event_time", "previous", "changes")
+           "event_outcomes", "applied_ids", "latest_event_time", "previous", "changes", "held_back")
 assert tuple(f.name for f in fields(AccountUpdate)) == _FIELDS, "update _FIELDS and _update"
 _setters = tuple(AccountUpdate.__dict__[f].__set__ for f in _FIELDS)
 
 
 def _update(account_id, state, outcomes, rejected, score, alerts, evaluated, state_changed, event_outcomes,
-            applied_ids, latest_event_time, previous=None, changes=()) -> AccountUpdate:
+            applied_ids, latest_event_time, previous=None, changes=(), held_back=0) -> AccountUpdate:
     """``AccountUpdate(...)`` with every field given, without the frozen dataclass's
     per-field ``object.__setattr__`` calls (the same object)."""
     u = _make(AccountUpdate)
     (s_account_id, s_state, s_outcomes, s_rejected, s_score, s_alerts, s_evaluated, s_state_changed,
-     s_event_outcomes, s_applied_ids, s_latest, s_previous, s_changes) = _setters
+     s_event_outcomes, s_applied_ids, s_latest, s_previous, s_changes, s_held_back) = _setters
     s_account_id(u, account_id)
     s_state(u, state)
     s_outcomes(u, outcomes)
@@ -225,4 +239,5 @@ def _update(account_id, state, outcomes, rejected, score, alerts, evaluated, sta
     s_latest(u, latest_event_time)
     s_previous(u, previous)
     s_changes(u, changes)
+    s_held_back(u, held_back)
     return u

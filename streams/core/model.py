@@ -132,6 +132,9 @@ class AlertRules:
     trend: TrendRule | None = None
     component_thresholds: tuple[ComponentThreshold, ...] = ()
     cooldown_seconds: float = 86400.0  # trend and component alerts
+    # an evaluation whose newest event is older than this behind the processing clock (a replay, a
+    # backfill) tracks bands but publishes no alert
+    history_horizon_seconds: float = 86400.0
 
 
 DEFAULT_BANDS = (

@@ -1045,7 +1045,8 @@ class _Parser:
         d = self.mapping(v, "alerts")
         if d is None:
             return AlertRules()
-        self.keys(d, ("band_change", "trend", "component_thresholds", "cooldown_seconds"), "alerts")
+        self.keys(d, ("band_change", "trend", "component_thresholds", "cooldown_seconds", "history_horizon_hours"),
+                  "alerts")
         band_change = None
         if d.get("band_change") is not None:
             b = self.mapping(d["band_change"], "alerts.band_change")
@@ -1089,5 +1090,8 @@ class _Parser:
                     if comp and below is not None:
                         thresholds.append(ComponentThreshold(comp, below))
         cooldown = self.number(d, "cooldown_seconds", "alerts", default=86400.0, minimum=0, maximum=_L.cooldown_seconds)
+        # at least an hour: a sync or a consumer a few minutes behind is not history
+        horizon = self.number(d, "history_horizon_hours", "alerts", default=24.0, minimum=1,
+                              maximum=_L.cooldown_seconds / 3600)
         return AlertRules(band_change=band_change, trend=trend, component_thresholds=tuple(thresholds),
-                          cooldown_seconds=cooldown)
+                          cooldown_seconds=cooldown, history_horizon_seconds=horizon * 3600)

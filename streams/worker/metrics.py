@@ -198,6 +198,9 @@ class HealthMetrics:
         self.score_updates = Counter("health_score_updates_total", "Score updates published, by cause",
                                      ["cause"], registry=r)
         self.alerts = Counter("health_alerts_total", "Alerts published, by type", ["type"], registry=r)
+        self.alerts_held_back = Counter("health_alerts_held_back_total",
+                                        "Alerts not published because the events behind them are older than the "
+                                        "model's alerts.history_horizon_hours (a replay, a backfill)", registry=r)
         self.batch_seconds = Histogram("health_batch_processing_seconds",
                                        "Time to process one fetched batch, from decode to published outputs",
                                        buckets=LATENCY_BUCKETS, registry=r)
@@ -281,6 +284,8 @@ class HealthMetrics:
             self.events.labels(kind, outcome).inc(n)
         for alert_type, n in result.alerts.items():
             self.alerts.labels(alert_type).inc(n)
+        if result.alerts_held_back:
+            self.alerts_held_back.inc(result.alerts_held_back)
         if result.outcomes:
             self.batch_seconds.observe(seconds)
             self.batch_events.observe(sum(result.outcomes.values()))

@@ -75,6 +75,7 @@ class BatchResult:
     outcomes: Counter = field(default_factory=Counter)  # (kind, outcome) -> events
     score_causes: Counter = field(default_factory=Counter)  # cause -> score updates
     alerts: Counter = field(default_factory=Counter)  # alert type -> count
+    alerts_held_back: int = 0  # alerts not raised: the events behind them are history (a replay, a backfill)
     source_timestamps_ms: list[int] = field(default_factory=list)  # of the records behind each score update
     scores: dict[str, tuple[int, float | None, str | None, str]] = field(default_factory=dict)
     # account -> (partition, score, band, segment) of its new score, for the band and segment gauges
@@ -249,7 +250,7 @@ class HealthProcessor:
             raise StateTooLarge(f"the account's state would be {len(value):,} bytes, over the limit of "
                                 f"{MAX_RECORD_BYTES:,} (MAX_RECORD_BYTES)")
         return _Settled(account_id, partition, value, self._outbox(envelope, account_id, partition, score=update.score),
-                        cause, update.score, newest_ts, update.alerts)
+                        cause, update.score, newest_ts, update.alerts, update.held_back)
 
     def _outbox(self, envelope: "Envelope", account_id: str, partition: int, snapshot: ScoreSnapshot | None = None,
                 score=None) -> list[Output]:
@@ -300,6 +301,7 @@ class _Settled:
     score: Any  # the new AccountScore, or None when the score did not change
     newest_ts: int | None
     alerts: tuple
+    held_back: int = 0
 
     def record(self, result: BatchResult) -> None:
         score = self.score
@@ -310,6 +312,7 @@ class _Settled:
                 result.source_timestamps_ms.append(self.newest_ts)
         for alert in self.alerts:
             result.alerts[alert.type] += 1
+        result.alerts_held_back += self.held_back
         result.writes[self.account_id] = (self.partition, self.value)
         result.outputs += self.outputs
 

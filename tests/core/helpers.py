@@ -12,8 +12,8 @@ import yaml
 
 from schemas.events import AccountEvent, SurveyEvent, TicketEvent, UsageEvent
 from streams.core import DEFAULT_MODEL_PATH, AccountState, apply_events, current_score, parse_model, score_all
-from streams.core.alerts import Alert, alerts_of, transition
-from streams.core.days import DAY
+from streams.core.alerts import Alert, alerts_of, band_snapshot, transition
+from streams.core.days import DAY, day_of
 from streams.core.model import AlertRules, Band, HealthModel
 from streams.core.scoring import AccountScore, plan_of
 
@@ -93,11 +93,15 @@ class AlertState:
     below: list[str] = field(default_factory=list)  # components currently below their threshold
     seq: int = 0  # alerts emitted so far (part of the deterministic id)
     history: dict[str, float] = field(default_factory=dict)  # day -> score of the day's last evaluation
+    snapshot: list | None = None  # [score, day, model fingerprint, contributions x100] when the band was alerted
+    held_back: int = 0  # not stored: the alerts the last (historic) evaluation held back
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         if self.band is not None:
             d["b"] = self.band
+        if self.snapshot:
+            d["bs"] = self.snapshot
         if self.last:
             d["t"] = self.last
         if not self.trend_armed:
@@ -119,7 +123,8 @@ class AlertState:
     def from_dict(cls, d: dict[str, Any] | None) -> "AlertState":
         d = d or {}
         return cls(band=d.get("b"), last=dict(d.get("t", {})), trend_armed=not d.get("x"),
-                   below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")))
+                   below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")),
+                   snapshot=d.get("bs"))
 
 
 def _history(h: list | None) -> dict[str, float]:
@@ -133,16 +138,22 @@ def _history(h: list | None) -> dict[str, float]:
 
 def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
                     rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
-                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
+                    time: float | None = None, history_days: int = 30, historic: bool = False,
+                    components: tuple[str, ...] | None = None) -> tuple[AlertState, list[Alert]]:
     """:func:`transition` on a decoded :class:`AlertState` and whole scores: (alert state, previous
-    score, new score) -> (new alert state, alerts). The caller's state is not mutated."""
+    score, new score) -> (new alert state, alerts). The caller's state is not mutated. `components`: the
+    model's component names (default: the new score's, sorted; give them when the set changes)."""
+    names = tuple(sorted(new.components)) if components is None else components
     if new.score is None:
         return AlertState.from_dict(state.to_dict()), []
     comps = new.components
     scores = [comps[th.component].score if th.component in comps else None for th in rules.component_thresholds]
-    stored, raised = transition(state.to_dict(), new.score, old.score if old is not None else None, scores, now,
-                                rules, bands, history_days)
-    return AlertState.from_dict(stored), alerts_of(raised, old, new, now, event_ids=event_ids, time=time)
+    stored, raised, held = transition(state.to_dict(), new.score, old.score if old is not None else None, scores,
+                                      now, rules, bands, history_days, historic=historic,
+                                      snapshot=lambda: band_snapshot(new, day_of(now), names))
+    after = AlertState.from_dict(stored)
+    after.held_back = held
+    return after, alerts_of(raised, old, new, now, event_ids=event_ids, time=time, components=names)
 
 
 def dependent_components(model: HealthModel, event) -> frozenset[str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Mapping
 
 from streams.core.alerts import (COMPONENT, DEGRADED, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert,
-                                 _alert_id, explain)
+                                 ComponentChange, _alert_id, explain)
 from streams.core.days import CENTI, MILLI, day_of
 from streams.core.filters import _eq, _num
 from streams.core.measures import numeric
@@ -182,11 +182,14 @@ def compute(m: Measure, measures: Mapping[str, Measure], src, today: int, attrs:
 # --------------------------------------------------------------------- alerts
 def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountScore, now: float,
                     rules: AlertRules, bands: tuple[Band, ...], *, event_ids: Iterable[str] = (),
-                    time: float | None = None, history_days: int = 30) -> tuple[AlertState, list[Alert]]:
-    """Pure transition: (alert state, previous score, new score) -> (new alert state, alerts)."""
+                    time: float | None = None, history_days: int = 30, historic: bool = False,
+                    components: tuple[str, ...] = ()) -> tuple[AlertState, list[Alert]]:
+    """Pure transition: (alert state, previous score, new score) -> (new alert state, alerts). The number of
+    alerts a historic evaluation held back is in the returned state's ``held_back``; `components`: the model's
+    component names, over which band snapshots are taken."""
     # never mutate the caller's state
     st = AlertState(state.band, dict(state.last), state.trend_armed, list(state.below), state.seq,
-                    dict(state.history))
+                    dict(state.history), state.snapshot)
     alerts: list[Alert] = []
     score = new.score
     if score is None:
@@ -194,31 +197,60 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
     today = day_of(now)
     when = now if time is None else time
     ids = tuple(event_ids)[-MAX_ALERT_EVENT_IDS:]
-    explanation: list = []
     old_score = old.score if old is not None else None
     names = {b.name: i for i, b in enumerate(bands)}
 
     def cooled(key: str, cooldown: float) -> bool:
         t = st.last.get(_KEY.get(key, key))
-        return t is None or now - t >= cooldown
+        return historic or t is None or now - t >= cooldown
 
     def mark(key: str) -> None:
-        st.last[_KEY.get(key, key)] = int(now)
+        if not historic:
+            st.last[_KEY.get(key, key)] = int(now)
 
-    def emit(atype: str, band_before, band_after, key_parts, score_before, detail=None) -> None:
+    def snapshot_of(score_: AccountScore) -> list:
+        return [score_.score, today, score_.model_fingerprint[:8],
+                [round(score_.components[n].contribution * 100) if n in score_.components else None
+                 for n in components]]
+
+    def since(snapshot: list) -> tuple | None:
+        if snapshot[2] != new.model_fingerprint[:8] or len(snapshot[3]) != len(components):
+            return None
+        changes = []
+        for name, kept in zip(components, snapshot[3]):
+            now_c = new.components.get(name)
+            after = now_c.contribution if now_c is not None else 0.0
+            before = 0.0 if kept is None else kept / 100
+            unchanged = now_c is None if kept is None else round(after * 100) == kept
+            if not unchanged:
+                changes.append(ComponentChange(name, None, now_c.value if now_c else None, None,
+                                               now_c.score if now_c else None, before, after))
+        return tuple(sorted(changes, key=lambda c: (-abs(c.contribution_after - c.contribution_before),
+                                                    c.component)))
+
+    def emit(atype: str, band_before, band_after, key_parts, score_before, detail=None, against=None) -> None:
+        if historic:
+            st.held_back += 1
+            return
+        explanation = since(against) if against else None
+        if explanation is None:
+            explanation = explain(old, new)
         if not explanation:
-            explanation.append(explain(old, new))
+            explanation = tuple(ComponentChange(n, c.value, c.value, c.score, c.score, c.contribution, c.contribution)
+                                for n, c in sorted(new.components.items(),
+                                                   key=lambda kv: (-abs(kv[1].contribution), kv[0])))
         aid = _alert_id(new.account_id, atype, new.model_fingerprint, *key_parts, today, st.seq)
         st.seq += 1
         alerts.append(Alert(id=aid, type=atype, account_id=new.account_id, time=when,
                             score_before=score_before, score_after=score, band_before=band_before,
                             band_after=band_after, model_version=new.model_version,
-                            explanation=explanation[0], event_ids=ids, detail=detail or {}))
+                            explanation=explanation, event_ids=ids, detail=detail or {}))
 
-    # band crossing with hysteresis and cooldown
+    # band crossing with hysteresis and cooldown; explained against the score when the band was alerted
     rule = rules.band_change
     if st.band is None or st.band not in names:
         st.band = band_of(bands, score)
+        st.snapshot = snapshot_of(new)
     elif rule is not None:
         i = names[st.band]
         lower = bands[i].min
@@ -229,10 +261,14 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
         elif upper is not None and score >= upper + rule.margin_points:
             target, atype = band_of(bands, score), RECOVERED
         if target is not None and cooled(atype, rule.cooldown_seconds):
-            emit(atype, st.band, target, (st.band, target), old_score,
-                 {"margin_points": rule.margin_points})
+            detail = {"margin_points": rule.margin_points}
+            if st.snapshot:
+                detail["band_since_day"] = st.snapshot[1]
+            emit(atype, st.band, target, (st.band, target), st.snapshot[0] if st.snapshot else old_score,
+                 detail, st.snapshot)
             mark(atype)
             st.band = target
+            st.snapshot = snapshot_of(new)
 
     # declining trend against the score `days` ago
     trend = rules.trend
@@ -265,7 +301,8 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
         if c.score < th.below and not was:
             key = f"c:{th.component}"
             if cooled(key, rules.cooldown_seconds):
-                emit(COMPONENT, new.band, new.band, (th.component,), old_score,
+                emit(COMPONENT, band_of(bands, old_score) if old_score is not None else new.band, new.band,
+                     (th.component,), old_score,
                      {"component": th.component, "below": th.below, "component_score": c.score})
                 mark(key)
                 st.below.append(th.component)

@@ -100,7 +100,9 @@ def test_explanation_names_the_components_that_moved():
     (a,) = alerts
     assert [c.component for c in a.explanation] == ["support", "usage"]
     sup = a.explanation[0]
-    assert (sup.score_before, sup.score_after, sup.contribution_before, sup.contribution_after) == (60, 15, 30, 7.5)
+    # a band alert is explained against the contributions kept at the last band alert (values and component
+    # scores before are not kept in the account's state: None)
+    assert (sup.score_before, sup.score_after, sup.contribution_before, sup.contribution_after) == (None, 15, 30, 7.5)
     assert sup.change == -22.5
 
 
@@ -131,3 +133,87 @@ def test_engine_alerts_end_to_end():
     deg = next(a for a in up.alerts if a.type == DEGRADED)
     assert deg.event_ids == ("x2",) and deg.time == T0 + 120
     assert {c.component for c in deg.explanation} == {"csm_rating", "uptime"}
+
+
+# ---------------------------------------------------------------- issue 11: alerts a playbook engine can act on
+def test_a_band_alert_is_explained_against_the_score_last_alerted_not_the_previous_one():
+    # 80 (Healthy) drifts to 68 (inside the margin: no alert), then a last step to 60: the alert says what
+    # changed since subscribers last heard (80), not only the last step (68 -> 60)
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=0))
+    _, alerts = run([score(80, 90, 70), score(68, 70, 66), score(60, 70, 50)], rules)
+    (a,) = alerts
+    assert (a.type, a.band_before, a.band_after, a.score_before, a.score_after) == (DEGRADED, "Healthy", "At Risk",
+                                                                                     80, 60)
+    assert [(c.component, c.contribution_before, c.contribution_after) for c in a.explanation] == \
+        [("support", 35, 25), ("usage", 45, 35)]
+    assert a.detail["band_since_day"] == int(T0 // DAY)
+
+
+def test_a_move_held_back_by_the_cooldown_is_raised_later_only_if_still_beyond_the_margin_and_explained():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=3600))
+    # degraded, recovered (another type: at once), then a second degradation inside the cooldown of the first
+    st, alerts = run([score(80, 80, 80), score(60, 60, 60), score(80, 80, 80), score(60, 60, 60)], rules, step=100)
+    assert [a.type for a in alerts] == [DEGRADED, RECOVERED]
+    assert st.band == "Healthy"
+    # after the cooldown, an account back inside the margin raises nothing...
+    later, none = evaluate_alerts(st, score(60, 60, 60), score(69, 69, 69), T0 + 4000, rules, BANDS)
+    assert none == [] and later.band == "Healthy"
+    # ...and one still beyond it is raised, explained against the recovery's score (80), never empty
+    _, (a,) = evaluate_alerts(st, score(61, 61, 61), score(61, 61, 61), T0 + 4000, rules, BANDS)
+    assert (a.type, a.score_before, a.score_after) == (DEGRADED, 80, 61)
+    assert a.explanation and all(c.contribution_before == 40 for c in a.explanation)
+
+
+def test_history_tracks_the_band_but_pages_nobody_and_starts_no_cooldown():
+    rules = AlertRules(band_change=BandChangeRule(margin_points=3, cooldown_seconds=86400),
+                       trend=TrendRule(days=1, drop_points=10), component_thresholds=(ComponentThreshold("usage", 40),),
+                       cooldown_seconds=86400)
+    st = AlertState()
+    held = 0
+    for i, s in enumerate([score(90, 90, 90), score(30, 20, 40), score(85, 85, 85), score(35, 30, 40)]):
+        st, alerts = evaluate_alerts(st, None, s, T0 + i * DAY, rules, BANDS, historic=True)
+        assert alerts == []
+        held += st.held_back
+    assert held >= 4 and st.band == "Needs Attention" and not st.last  # tracked; no cooldown started
+    # live again: the account is where history left it, so nothing is said about the past...
+    st, alerts = evaluate_alerts(st, score(35, 30, 40), score(36, 30, 42), T0 + 4 * DAY, rules, BANDS)
+    assert alerts == []
+    # ...and a live move is raised at once (no cooldown inherited from the replay)
+    st, alerts = evaluate_alerts(st, score(36, 30, 42), score(80, 80, 80), T0 + 4 * DAY + 60, rules, BANDS)
+    assert [(a.type, a.band_before, a.band_after, a.score_before) for a in alerts] == \
+        [(RECOVERED, "Needs Attention", "Healthy", 35)]
+
+
+def test_a_component_threshold_alert_carries_the_band_before_it():
+    rules = AlertRules(band_change=None, component_thresholds=(ComponentThreshold("support", 40),), cooldown_seconds=0)
+    _, (a,) = run([score(75, 90, 60), score(52, 90, 14)], rules)
+    assert (a.type, a.band_before, a.band_after, a.score_before, a.score_after) == (COMPONENT, "Healthy", "At Risk",
+                                                                                     75, 52)
+
+
+def test_no_alert_has_an_empty_explanation():
+    # a trend judged on a later day with the same score: nothing changed since the previous evaluation
+    rules = AlertRules(band_change=None, trend=TrendRule(days=2, drop_points=10), cooldown_seconds=0)
+    st, _ = evaluate_alerts(AlertState(), None, score(80, 80, 80), T0, rules, BANDS)
+    st, a = evaluate_alerts(st, score(80, 80, 80), score(65, 65, 65), T0 + DAY, rules, BANDS)
+    assert a == []  # one day: no reference yet
+    st, (alert,) = evaluate_alerts(st, score(65, 65, 65), score(65, 65, 65), T0 + 2 * DAY, rules, BANDS)
+    assert alert.type == TREND
+    assert [(c.component, c.contribution_before, c.contribution_after) for c in alert.explanation] == \
+        [("support", 32.5, 32.5), ("usage", 32.5, 32.5)]  # the components as they stand
+
+
+def test_events_older_than_the_horizon_raise_no_alert_through_the_engine():
+    from streams.core import apply_events
+    from .helpers import attr_model, attrs
+    model = attr_model({"csm_rating": {"scoring": {"type": "max", "max": 10}}},
+                       alerts={"band_change": {"margin_points": 3, "cooldown_seconds": 3600},
+                               "history_horizon_hours": 24})
+    now = T0 + 10 * DAY
+    up = apply_events(None, "a1", [attrs("a1", T0, id="x1", csm_rating=10)], model, now)
+    up = apply_events(up.state, "a1", [attrs("a1", T0 + DAY, id="x2", csm_rating=2)], model, now)
+    assert up.score.band == "Needs Attention" and up.alerts == () and up.held_back == 1
+    # a sync within the horizon is news: it alerts, against the band history left
+    up = apply_events(up.state, "a1", [attrs("a1", now - 3600, id="x3", csm_rating=9)], model, now)
+    assert [(a.type, a.band_before, a.band_after) for a in up.alerts] == [(RECOVERED, "Needs Attention", "Healthy")]
+    assert up.held_back == 0

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from streams.core import AccountState, apply_events, last_score, parse_model, reevaluate
-from streams.core.alerts import alerts_of, transition
+from streams.core.alerts import alerts_of, band_snapshot, transition
 from streams.core.days import DAY, HOUR, day_of, fingerprint
 from streams.core.model import band_of
 from streams.core.scoring import AccountScore, ComponentScore, _normalise, plan_of
@@ -126,7 +126,11 @@ def test_the_alert_transition_is_the_reference():
         state = AlertState(band=rng.choice([None, "Healthy", "At Risk", "Needs Attention", "gone"]),
                            last={k: int(T0 + rng.uniform(-DAY, DAY)) for k in rng.sample(["dg", "rc", "tr", "c:x"], 2)},
                            trend_armed=rng.random() < 0.5, below=rng.sample(["x", "y"], rng.randint(0, 2)),
-                           seq=rng.randint(0, 3), history=history)
+                           seq=rng.randint(0, 3), history=history,
+                           snapshot=rng.choice([None, [round(rng.uniform(0, 100), 2), start, model.fingerprint[:8],
+                                                       [rng.choice([None, 0, 2500]), rng.choice([None, 1250])]],
+                                                [50.0, start, "another model", [100, None]]]))
+        historic = rng.random() < 0.2
         now = (20000 + rng.randint(0, 12)) * DAY + rng.uniform(0, DAY)
         score = round(rng.uniform(0, 100), 2)
         comps = {n: ComponentScore(None, rng.choice([None, round(rng.uniform(0, 100), 4)]), None, 0.5, 0.0)
@@ -137,15 +141,20 @@ def test_the_alert_transition_is_the_reference():
         new = AccountScore("a", score, band_of(bands, score), "default", 1.0, comps, "a", model.fingerprint)
         stored = state.to_dict()
         frozen = orjson.dumps(stored)
-        after, raised = transition(stored, score, old_score,
-                                   [comps[th.component].score if th.component in comps else None
-                                    for th in rules.component_thresholds],
-                                   now, rules, bands, model.state.score_history_days)
+        after, raised, held = transition(stored, score, old_score,
+                                         [comps[th.component].score if th.component in comps else None
+                                          for th in rules.component_thresholds],
+                                         now, rules, bands, model.state.score_history_days, historic=historic,
+                                         snapshot=lambda: band_snapshot(new, day_of(now), ("x", "y")))
         assert orjson.dumps(stored) == frozen  # the input is not mutated
         full, alerts = reference_alerts(AlertState.from_dict(stored), old, new, now, rules, bands,
                                         event_ids=["e1", "e2"], time=now - 5,
-                                        history_days=model.state.score_history_days)
-        assert alerts_of(raised, old, new, now, event_ids=["e1", "e2"], time=now - 5) == alerts, (stored, score, now)
+                                        history_days=model.state.score_history_days, historic=historic,
+                                        components=("x", "y"))
+        assert alerts_of(raised, old, new, now, event_ids=["e1", "e2"], time=now - 5,
+                         components=("x", "y")) == alerts, (stored, score, now)
+        assert held == full.held_back and not (historic and alerts)
+        assert all(a.explanation for a in alerts) or not comps  # a real score always has components
         assert after == full.to_dict(), (stored, score, now)
         assert list(after) == list(full.to_dict())  # same keys in the same order (same bytes)
         quiet += not alerts

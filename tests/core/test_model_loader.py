@@ -343,6 +343,7 @@ def test_huge_numbers_are_refused():
     d["components"]["rating"]["scoring"] = {"type": "max", "max": 1e13}
     d["state"] = {"max_future_skew_seconds": 10 ** 20}
     d["alerts"] = {"cooldown_seconds": 1e20, "band_change": {"cooldown_seconds": 366 * 86400},
+                   "history_horizon_hours": 0.5,
                    "trend": {"days": 7, "drop_points": 1e9}}
     d["segments"] = [{"name": "s", "priority": 1e300, "filter": {"seats": {"gte": 1e13}, "arr": 1e300}}]
     msg = errors_of(d)
@@ -354,6 +355,7 @@ def test_huge_numbers_are_refused():
     assert "alerts.cooldown_seconds: expected a number <= 31536000, got 1e+20" in msg
     assert "alerts.band_change.cooldown_seconds: expected a number <= 31536000, got 31622400" in msg
     assert "alerts.trend.drop_points: expected a number <= 100" in msg
+    assert "alerts.history_horizon_hours: expected a number >= 1, got 0.5" in msg
     assert "segments[0].priority: expected a number <= 1e+12" in msg
     assert "segments[0].filter.seats.gte: expected a number between -1e+12 and 1e+12" in msg
     assert "segments[0].filter.arr: expected a text, a number between -1e+12 and 1e+12 or true/false" in msg

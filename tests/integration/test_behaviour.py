@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 
 import orjson
 import pytest
@@ -21,7 +22,7 @@ from streams.settings import DEFAULT_MODEL
 from streams.worker.processor import partition_for
 from tests.conftest import PARTITIONS
 from tests.harness import Worker, free_port, produce, wait_for
-from tests.integration.pipeline_helpers import NOW, clock_file, event_log, publish, read_topic
+from tests.integration.pipeline_helpers import NOW, clock_file, event_log, publish, read_topic, wait_until_equal
 
 pytestmark = pytest.mark.broker
 
@@ -173,3 +174,51 @@ def _pings(client) -> bool:
         return client.ping()
     except redis.ConnectionError:
         return False
+
+
+def test_replayed_history_pages_nobody_and_every_alert_is_explained(stack, worker_env, unique, tmp_path):
+    """Issue 11, finding 1: 45 days of history published to a worker whose clock is at NOW (a demo's start, a
+    backfill). Moves inside the history are tracked and counted as held back, never published; the alerts the
+    last days raise are about the present and each explains itself."""
+    from tests.integration.test_read_model import metric
+
+    model = load_model(DEFAULT_MODEL)
+    margin = model.alerts.band_change.margin_points
+    horizon = model.alerts.history_horizon_seconds
+    events = event_log(accounts=40, days=45, seed=32)
+    phases = [[e for e in events if e.occurred_at < NOW - 25 * DAY],
+              [e for e in events if NOW - 25 * DAY <= e.occurred_at < NOW - 2 * DAY],
+              [e for e in events if e.occurred_at >= NOW - 2 * DAY]]
+    first, second = score_all(phases[0], model, NOW), score_all(phases[0] + phases[1], model, NOW)
+
+    def must_move(before: float, after: float) -> bool:
+        """The alerted band is surely band_of(before) (no boundary within the margin) and after leaves it."""
+        i = next(k for k, b in enumerate(model.bands) if before >= b.min)
+        low, high = model.bands[i].min, model.bands[i - 1].min if i else None
+        sure = before - low >= margin and (high is None or high - before > margin)
+        return sure and (after < low - margin or (high is not None and after >= high + margin))
+
+    assert any(must_move(first[a].score, second[a].score) for a in first if first[a].score is not None
+               and second[a].score is not None), "the history must move some account's band between the phases"
+    port = free_port()
+    env = {**worker_env, "HEALTH_CLOCK_FILE": str(clock_file(tmp_path))}
+    seen: list[dict] = []
+    with Worker(env, tmp_path, "--web-port", str(port)) as worker:
+        for n, phase in enumerate(phases):
+            publish(stack.bootstrap, unique, sorted(phase, key=lambda e: e.occurred_at))
+            twin = score_all([e for p in phases[:n + 1] for e in p], model, NOW)
+            wait_until_equal(stack.bootstrap, f"{unique}.scores", twin, timeout=120, alive=worker.alive)
+            time.sleep(1.0)  # alerts are published with the scores; let the last ones land
+            settle = time.monotonic() + 3  # everything on the alert topic by then
+            alerts = read_topic(stack.bootstrap, f"{unique}.alerts", timeout=30,
+                                until=lambda rs: time.monotonic() > settle)
+            if n < 2:  # history only: nothing published, the moves counted
+                assert alerts == [], [(a["type"], a["time"]) for a in alerts]
+            seen = alerts
+        held = metric(port, "health_alerts_held_back_total")
+        assert worker.alive(), worker.report()
+    assert held is not None and held >= 1
+    for alert in seen:
+        assert alert["data"]["explanation"], alert
+        occurred = datetime.fromisoformat(alert["time"].replace("Z", "+00:00")).timestamp()
+        assert occurred >= NOW - horizon - 1, alert  # about the present: the newest event behind it is recent
