@@ -290,25 +290,61 @@ def publish_model(path: Path) -> None:
 
 @cli.command("what-if")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=0),
+              help="accounts that change band to list (the largest score changes first)")
 @needs(kafka=True, model="path", current_model=True)
-def what_if(path: Path) -> None:
-    """Score the current account state under another model file; print the bands before and after."""
+def what_if(path: Path, limit: int) -> None:
+    """Score the current account state under another model file and compare with the model the workers run
+    (the latest valid model on the control topic, else HEALTH_MODEL): bands before and after, the accounts
+    that change band, and each component's score distribution."""
+    from streams.clock import clock_from
     from streams.topics import changelog_topic
-    from streams.tools.whatif import compare, read_states
+    from streams.tools.whatif import PERCENTILES, compare, read_states
+    from streams.worker.control import ControlChannel
 
     settings = Settings.from_env()
-    current, candidate = _load_model(settings.model_path, setting="HEALTH_MODEL"), _load_model(path)
+    candidate = _load_model(path)
+    control = ControlChannel(settings.bootstrap_servers, settings.topics.control,
+                             client_options=settings.kafka_security.client_options(), secret=settings.control_secret)
+    source = f"the control topic {settings.topics.control}"
+    try:
+        current = asyncio.run(control.load(timeout=30.0))
+    except Exception as err:  # noqa: BLE001 - KafkaError, a timeout: compare with the file, and say so
+        click.echo(f"Warning: could not read {settings.topics.control} ({type(err).__name__}: "
+                   f"{printable(str(err), 200)}); comparing with HEALTH_MODEL", err=True)
+        current = None
+    if current is None:
+        current = _load_model(settings.model_path, setting="HEALTH_MODEL")
+        source = f"HEALTH_MODEL {settings.model_path}"
     states = asyncio.run(read_states(settings))
     if not states:
         raise click.ClickException(f"no account state in {changelog_topic(settings)}: is a worker running?")
-    from streams.clock import clock_from
-
     report = compare(states, current, candidate, clock_from(settings.clock_file).now())  # the workers' clock
-    click.echo(f"{len(states)} accounts; {current.version} -> {candidate.version}")
+    click.echo(f"model in force: {printable(current.version, 80)} (from {source})")
+    click.echo(f"{len(states)} accounts; {printable(current.version, 80)} -> {printable(candidate.version, 80)}")
     click.echo(f"{'band':<18}{'before':>8}{'after':>8}")
     for name in report.bands:
         click.echo(f"{name:<18}{report.before.get(name, 0):>8}{report.after.get(name, 0):>8}")
     click.echo(f"{report.moved} accounts change band; mean score {report.mean_before:.1f} -> {report.mean_after:.1f}")
+    if report.changes and limit:
+        click.echo("accounts that change band, the largest score change first:")
+        for c in report.changes[:limit]:
+            click.echo(f"  {printable(c.account_id, 80)}: {c.band_before or 'no score'} {_points(c.score_before)} -> "
+                       f"{c.band_after or 'no score'} {_points(c.score_after)}")
+        if len(report.changes) > limit:
+            click.echo(f"  ... and {len(report.changes) - limit} more (--limit)")
+    if report.components:
+        click.echo(f"component scores, p{'/p'.join(map(str, PERCENTILES))} before -> after:")
+        for name, (was, will) in report.components.items():
+            click.echo(f"  {printable(name, 60):<24}{_spread(was):>20} -> {_spread(will)}")
+
+
+def _points(score: float | None) -> str:
+    return "-" if score is None else f"{score:.1f}"
+
+
+def _spread(values: tuple | None) -> str:
+    return "not scored" if values is None else "/".join(f"{v:.0f}" for v in values)
 
 
 def _load_model(path: Path, setting: str | None = None):

@@ -1,12 +1,14 @@
 """What-if preview: score the current account state under another model, without touching the workers.
 
 The state is read from the account table's changelog topic (the latest value per account), so the
-preview needs no running worker and changes nothing.
+preview needs no running worker and changes nothing. It compares against the model the workers run:
+the latest valid model on the control topic, else the model file.
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -64,6 +66,22 @@ async def _partitions(settings: Settings, topic: str) -> list[int]:
     return [p["partition"] for p in described["partitions"]]
 
 
+@dataclass(frozen=True)
+class BandChange:
+    account_id: str
+    band_before: str | None
+    band_after: str | None
+    score_before: float | None
+    score_after: float | None
+
+    @property
+    def size(self) -> float:
+        """How far the score moved (an account that gains or loses its score counts as 100 points)."""
+        if self.score_before is None or self.score_after is None:
+            return 100.0
+        return abs(self.score_after - self.score_before)
+
+
 @dataclass
 class WhatIf:
     bands: list[str]
@@ -72,22 +90,44 @@ class WhatIf:
     moved: int
     mean_before: float
     mean_after: float
+    changes: list[BandChange] = field(default_factory=list)  # accounts that change band, the largest move first
+    # component -> ((p10, p50, p90) before or None, (p10, p50, p90) after or None) of its scores
+    components: dict[str, tuple] = field(default_factory=dict)
+
+
+PERCENTILES = (10, 50, 90)
+
+
+def percentiles(values: list[float]) -> tuple[float, ...] | None:
+    """Nearest-rank percentiles (PERCENTILES) of `values`; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return tuple(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in PERCENTILES)
 
 
 def compare(states: dict[str, AccountState], current: HealthModel, candidate: HealthModel, now: float) -> WhatIf:
     before, after = Counter(), Counter()
-    moved = 0
+    changes = []
     totals = [0.0, 0.0, 0]
+    scores: dict[str, tuple[list, list]] = {}
     for account, state in states.items():
         a = current_score(state, account, current, now)
         b = current_score(state, account, candidate, now)
         before[a.band or "no score"] += 1
         after[b.band or "no score"] += 1
-        moved += a.band != b.band
+        if a.band != b.band:
+            changes.append(BandChange(account, a.band, b.band, a.score, b.score))
         if a.score is not None and b.score is not None:
             totals[0] += a.score
             totals[1] += b.score
             totals[2] += 1
+        for side, score in ((0, a), (1, b)):
+            for name, component in score.components.items():
+                if component.score is not None:
+                    scores.setdefault(name, ([], []))[side].append(component.score)
     n = totals[2] or 1
     names = list(dict.fromkeys([b.name for b in current.bands] + [b.name for b in candidate.bands] + ["no score"]))
-    return WhatIf(names, before, after, moved, totals[0] / n, totals[1] / n)
+    changes.sort(key=lambda c: (-c.size, c.account_id))
+    return WhatIf(names, before, after, len(changes), totals[0] / n, totals[1] / n, changes,
+                  {name: (percentiles(pair[0]), percentiles(pair[1])) for name, pair in sorted(scores.items())})

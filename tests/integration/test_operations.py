@@ -95,11 +95,13 @@ def test_a_new_model_rescores_every_account_from_state_and_the_read_api_explains
         assert shown.stdout.startswith(f"{account}: {body['score']} {body['band']}") and "model ops-3" in shown.stdout
         assert all(name in shown.stdout for name in body["components"])
 
-        # what-if: the current state under another model, nothing changed
-        preview = subprocess.run(health_command() + ["what-if", str(first_path)],
-                                 env={**os.environ, **env, "HEALTH_MODEL": str(third_path)},
+        # what-if: the current state under another model, nothing changed; compared with the model the workers
+        # run (ops-3 from the control topic), not the local file (ops-2 here)
+        preview = subprocess.run(health_command() + ["what-if", str(first_path), "--limit", "5"],
+                                 env={**os.environ, **env, "HEALTH_MODEL": str(second_path)},
                                  capture_output=True, text=True)
         assert preview.returncode == 0, preview.stderr
+        assert f"model in force: ops-3 (from the control topic {unique}.control)" in preview.stdout, preview.stdout
         assert f"{len(accounts)} accounts; ops-3 -> ops-1" in preview.stdout
         before = score_all(events, third, NOW)
         after = score_all(events, first, NOW)
@@ -108,3 +110,12 @@ def test_a_new_model_rescores_every_account_from_state_and_the_read_api_explains
             n_before = sum(1 for a in accounts if before[a].band == band)
             n_after = sum(1 for a in accounts if after[a].band == band)
             assert row.split()[-2:] == [str(n_before), str(n_after)], (row, n_before, n_after)
+        # the accounts that change band, the largest score change first, and each component's spread
+        moved = sorted((a for a in accounts if before[a].band != after[a].band),
+                       key=lambda a: (-abs(after[a].score - before[a].score), a))
+        assert f"{len(moved)} accounts change band" in preview.stdout
+        listed = [line.split(":")[0].strip() for line in preview.stdout.splitlines() if line.startswith("  acct-")]
+        assert listed == moved[:5], (listed, moved)
+        assert "component scores, p10/p50/p90 before -> after:" in preview.stdout
+        csm = next(line for line in preview.stdout.splitlines() if line.startswith("  csm_rating"))
+        assert csm.split()[1] == csm.split()[3]  # the same state, another weight: the same component scores
