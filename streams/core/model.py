@@ -17,12 +17,27 @@ NEUTRAL_SCORE = 50.0
 INTERACTION_KINDS = ("usage", "ticket", "survey")
 
 
+LATE_KINDS = ("usage", "ticket", "survey", "account")  # the event kinds, in the order of StateConfig.lateness
+# usage is streamed by the product (a day covers retries and the merge of the topics); tickets, surveys and
+# account attributes come by daily or weekly syncs of PSA, survey and CRM tools, days after the fact
+DEFAULT_LATENESS = (86400, 7 * 86400, 7 * 86400, 7 * 86400)
+
+
 @dataclass(frozen=True, slots=True)
 class StateConfig:
     retention_days: int = 60
-    allowed_lateness_seconds: int = 86400
+    lateness: tuple[int, ...] = DEFAULT_LATENESS  # allowed lateness in seconds per kind (LATE_KINDS order)
     max_future_skew_seconds: int = 300
     score_history_days: int = 30
+    lateness_of: Any = field(default=None, init=False, compare=False, hash=False, repr=False)  # kind -> seconds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lateness_of", MappingProxyType(dict(zip(LATE_KINDS, self.lateness))))
+
+    @property
+    def allowed_lateness_seconds(self) -> int:
+        """The shortest allowed lateness of any kind: events displaced by less count whatever their kind."""
+        return min(self.lateness)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from .measures import MEASURE_TYPES
 from .model import (
     DEFAULT_BANDS, IMPACTS, MISSING_POLICIES, INTERACTION_KINDS,
     AccountFilter, AlertRules, Band, BandChangeRule, Component, ComponentThreshold, Condition,
-    HealthModel, Measure, ScoreConfig, Scoring, Segment, StateConfig, TrendRule,
+    LATE_KINDS, HealthModel, Measure, ScoreConfig, Scoring, Segment, StateConfig, TrendRule,
 )
 
 __all__ = ("MODEL_LIMITS", "ModelError", "ModelLimits", "load_model", "model_from_yaml", "parse_model")
@@ -88,7 +88,7 @@ class ModelLimits:
     number_abs: float = 1e12  # |x| of linear worst/best, steps min, max, filter numbers, priority
     weight_max: float = 1e6  # component, section and segment-override weights
     max_future_skew_seconds: int = 7 * _DAY
-    allowed_lateness_seconds: int = 7 * _DAY
+    allowed_lateness_seconds: int = 14 * _DAY  # each kind's (a weekly sync, delivered a week late)
     retention_days: int = 400
     score_history_days: int = 400
     cooldown_seconds: float = 365 * _DAY  # alerts.cooldown_seconds and band_change.cooldown_seconds
@@ -578,15 +578,25 @@ class _Parser:
         return StateConfig(
             retention_days=self.number(d, "retention_days", "state", default=dflt.retention_days,
                                        minimum=1, maximum=_L.retention_days, integer=True),
-            allowed_lateness_seconds=self.number(d, "allowed_lateness_seconds", "state",
-                                                 default=dflt.allowed_lateness_seconds, minimum=0,
-                                                 maximum=_L.allowed_lateness_seconds, integer=True),
+            lateness=self.lateness(d, dflt.lateness),
             max_future_skew_seconds=self.number(d, "max_future_skew_seconds", "state",
                                                 default=dflt.max_future_skew_seconds, minimum=0,
                                                 maximum=_L.max_future_skew_seconds, integer=True),
             score_history_days=self.number(d, "score_history_days", "state", default=dflt.score_history_days,
                                            minimum=1, maximum=_L.score_history_days, integer=True),
         )
+
+    def lateness(self, d: dict, default: tuple[int, ...]) -> tuple[int, ...]:
+        """state.allowed_lateness_seconds: one number for every kind, or kind -> seconds (others: the default)."""
+        v = d.get("allowed_lateness_seconds")
+        if not isinstance(v, dict):
+            one = self.number(d, "allowed_lateness_seconds", "state", minimum=0,
+                              maximum=_L.allowed_lateness_seconds, integer=True)
+            return default if one is None else (one,) * len(LATE_KINDS)
+        path = "state.allowed_lateness_seconds"
+        self.keys(v, LATE_KINDS, path)
+        return tuple(self.number(v, kind, path, default=dflt, minimum=0, maximum=_L.allowed_lateness_seconds,
+                                 integer=True) for kind, dflt in zip(LATE_KINDS, default))
 
     # --------------------------------------------------------------- measures
     def measures(self, v: Any, state: StateConfig) -> dict[str, Measure]:

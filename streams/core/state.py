@@ -13,7 +13,7 @@ it under 4 KB after months of activity):
   ``fp``: kind initial + hour (counted from the start of day ``d0``) -> the 8-character
   fingerprints of the event ids of that kind applied in that hour, concatenated; kept only
   while the hour may still receive events (not wholly older than the kind's
-  ``wm - allowed_lateness``).
+  ``wm - allowed lateness``; each kind has its own, ``StateConfig.lateness``).
 - ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
 - ``us`` / ``ft``: fingerprint of the user id / feature -> last day seen.
 - ``tk``: ticket id -> [opened (min), first_response (min), resolved (max), last activity,
@@ -224,16 +224,18 @@ class AccountState:
         """Drop the fingerprints of hours wholly before ``wm - allowed_lateness``: any event
         of those hours is now rejected as late, so de-duplication stays exact. Cleared attributes
         (kept as null to win over older upserts) go too once older than that: any older upsert is late."""
+        lateness = cfg.lateness_of
         account_wm = self.wm.get("account")
         if account_wm is not None and self.at:
-            cutoff = account_wm - cfg.allowed_lateness_seconds
+            cutoff = account_wm - lateness["account"]
             for k in [k for k, v in self.at.items() if v[0] is None and v[1] < cutoff]:
                 del self.at[k]
         if not self.wm or not self.fp:
             return
-        base = cfg.allowed_lateness_seconds + self.d0 * DAY
+        start = self.d0 * DAY
         # kind initial -> the last hour wholly before the kind's cutoff: (h + 1) * HOUR <= cutoff
-        self._drop_fingerprints({kind[0]: _last_hour_before(wm - base) for kind, wm in self.wm.items()})
+        self._drop_fingerprints({kind[0]: _last_hour_before(wm - lateness[kind] - start)
+                                 for kind, wm in self.wm.items()})
 
     def _drop_fingerprints(self, last: dict[str, int]) -> None:
         """Forget the fingerprints of each kind's hours up to `last[kind initial]` (counted from d0)."""
@@ -265,7 +267,8 @@ class AccountState:
         if outside is not None:
             return outside
         wm = self.wm.get(kind)
-        if wm is not None and ts < wm - cfg.allowed_lateness_seconds:
+        lateness = cfg.lateness_of[kind]
+        if wm is not None and ts < wm - lateness:
             return LATE
         fpr = fingerprint(event.event_id)
         hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # the hour counted from the start of day d0
@@ -293,7 +296,7 @@ class AccountState:
             held = sum(map(len, fp.values())) // FINGERPRINT_CHARS
         if held >= _L_FINGERPRINTS:
             if wm is None or ts > wm:  # it moves its kind's watermark: the hours it makes late can go now
-                self._drop_fingerprints({kind[0]: _last_hour_before(ts - cfg.allowed_lateness_seconds - d0 * DAY)})
+                self._drop_fingerprints({kind[0]: _last_hour_before(ts - lateness - d0 * DAY)})
                 held = sum(map(len, fp.values())) // FINGERPRINT_CHARS
             if held >= _L_FINGERPRINTS:
                 self.fn = held

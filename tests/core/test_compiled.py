@@ -206,8 +206,7 @@ def test_pruning_keeps_exactly_the_hours_not_wholly_before_the_horizon():
         st_ = AccountState(d0=20000)
         st_.wm = {k: T0 + rng.uniform(0, 5 * DAY) for k in rng.sample(["usage", "ticket", "survey", "account"], 3)}
         st_.fp = {f"{rng.choice('utsa')}{rng.randint(-30, 140)}": "x" * 8 for _ in range(rng.randint(0, 40))}
-        base = cfg.allowed_lateness_seconds + st_.d0 * DAY
-        cutoffs = {kind[0]: wm - base for kind, wm in st_.wm.items()}
+        cutoffs = {kind[0]: wm - cfg.lateness_of[kind] - st_.d0 * DAY for kind, wm in st_.wm.items()}
         expected = {h: v for h, v in st_.fp.items()
                     if not (int(h[1:]) + 1) * HOUR <= cutoffs.get(h[0], float("-inf"))}
         st_.prune_fingerprints(cfg)

@@ -572,3 +572,22 @@ def test_docs_list_the_limits():
     assert set(rows) == set(fields)
     for name, value in fields.items():
         assert float(rows[name]) == value, name
+
+
+def test_allowed_lateness_is_one_number_or_one_per_kind():
+    d = base()
+    assert parse_model(d).state.lateness_of == {"usage": 86400, "ticket": 604800, "survey": 604800,
+                                                "account": 604800}
+    d["state"] = {"allowed_lateness_seconds": 3600}
+    assert set(parse_model(d).state.lateness) == {3600}
+    d["state"] = {"allowed_lateness_seconds": {"survey": 1209600}}
+    assert parse_model(d).state.lateness_of == {"usage": 86400, "ticket": 604800, "survey": 1209600,
+                                                "account": 604800}
+    d["state"] = {"allowed_lateness_seconds": {"surveys": 3600, "ticket": -1, "usage": "a day"}}
+    msg = errors_of(d)
+    assert "state.allowed_lateness_seconds.surveys: unknown key (expected one of: usage, ticket, survey, account)" \
+        in msg
+    assert "state.allowed_lateness_seconds.ticket: expected a number >= 0, got -1" in msg
+    assert "state.allowed_lateness_seconds.usage: expected an integer, got 'a day'" in msg
+    d["state"] = {"allowed_lateness_seconds": [1]}
+    assert "state.allowed_lateness_seconds: expected an integer, got" in errors_of(d)
