@@ -66,3 +66,41 @@ def nps_class(score: float, bottom: float, top: float) -> int:
     if x >= 7:
         return 1
     return 2
+
+
+def days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm: the core imports no
+    datetime, which also reads clocks)."""
+    y = year - (month <= 2)
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def day_of_date(v: object) -> int | None:
+    """The UTC day number of a date attribute: an ISO 8601 date ("2027-03-01", or a date and time, whose
+    date is taken as written) or epoch seconds; None for anything else (missing data, not an error)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return int(v // DAY) if -1e12 < v < 1e12 else None  # NaN fails both comparisons
+    if not isinstance(v, str):
+        return None
+    s = v.strip()
+    if len(s) < 10 or (len(s) > 10 and s[10] not in "Tt "):
+        return None
+    y, m, d = s[0:4], s[5:7], s[8:10]
+    digits = y + m + d
+    if s[4] != "-" or s[7] != "-" or not (digits.isascii() and digits.isdigit()):
+        return None
+    year, month, day = int(y), int(m), int(d)
+    if not 1 <= month <= 12 or not 1 <= day <= _MONTH_DAYS[month - 1]:
+        return None
+    if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
+        return None
+    return days_from_civil(year, month, day)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from .days import CENTI, MILLI
+from .days import CENTI, MILLI, day_of_date
 from .model import HealthModel, Measure
 from .state import T_FIRST, T_RESOLVED
 
@@ -127,6 +127,13 @@ def _pct_change(m, measures):
 
 
 def _days_since(m, measures):
+    if m.attribute is not None:  # a date attribute: signed (a date ahead gives a negative number of days)
+        attribute = m.attribute
+
+        def days_since_date(src, today, attrs, get):
+            day = day_of_date(attrs.get(attribute))
+            return None if day is None else float(today - day)
+        return days_since_date
     if m.kinds is not None:
         kinds = m.kinds
 
@@ -152,6 +159,8 @@ def _days_since(m, measures):
 
 
 def _days_since_deps(m: Measure, measures, deps_of) -> Deps:
+    if m.attribute is not None:
+        return _NONE
     if m.kinds is not None:
         return frozenset(("usage", "*") if k == "usage" else (k, "*") for k in m.kinds)
     return _usage_events(m, measures, deps_of)
@@ -205,6 +214,33 @@ def _attribute(m, measures):
     return lambda src, today, attrs, get: numeric(attrs.get(attribute))
 
 
+def _days_until(m, measures):
+    attribute = m.attribute
+
+    def days_until(src, today, attrs, get):  # signed: a renewal date passed gives a negative number
+        day = day_of_date(attrs.get(attribute))
+        return None if day is None else float(day - today)
+    return days_until
+
+
+def category_key(v: Any) -> str | None:
+    """How a categorical value is matched: text (or a whole number) trimmed and case-folded."""
+    if isinstance(v, str):
+        return v.strip().casefold()
+    if isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _category(m, measures):
+    attribute, points = m.attribute, MappingProxyType(dict(m.points or ()))
+
+    def category(src, today, attrs, get):  # a value the map lacks is missing data
+        key = category_key(attrs.get(attribute))
+        return None if key is None else points.get(key)
+    return category
+
+
 @dataclass(frozen=True, slots=True)
 class MeasureType:
     """Everything about one type of measure: the model file's fields (for the loader), how its value
@@ -230,7 +266,8 @@ MEASURE_TYPES: Mapping[str, MeasureType] = MappingProxyType({
     "feature_adoption": MeasureType(_W + ("expected_features", "expected_count_attribute"), _W, _feature_adoption,
                                     lambda m, ms, d: _ANY_USAGE),
     "pct_change": MeasureType(("of",), ("of",), _pct_change, lambda m, ms, deps_of: deps_of(m.of), composite=True),
-    "days_since": MeasureType(("events", "kinds"), (), _days_since, _days_since_deps),
+    "days_since": MeasureType(("events", "kinds", "attribute"), (), _days_since, _days_since_deps),
+    "days_until": MeasureType(("attribute",), ("attribute",), _days_until, lambda m, ms, d: _NONE),
     "open_tickets": MeasureType((), (), _open_tickets, lambda m, ms, d: _TICKETS),
     "mean_first_response_hours": MeasureType(_W, _W, _mean_hours(T_FIRST), lambda m, ms, d: _TICKETS),
     "mean_resolution_hours": MeasureType(_W, _W, _mean_hours(T_RESOLVED), lambda m, ms, d: _TICKETS),
@@ -238,6 +275,8 @@ MEASURE_TYPES: Mapping[str, MeasureType] = MappingProxyType({
     "csat_avg": MeasureType(_W, _W, _csat_avg, lambda m, ms, d: _SURVEYS),
     "nps": MeasureType(_W, _W, _nps, lambda m, ms, d: _SURVEYS),
     "attribute": MeasureType(("attribute",), ("attribute",), _attribute, lambda m, ms, d: _NONE),
+    "category": MeasureType(("attribute", "points", "values"), ("attribute", "points"), _category,
+                            lambda m, ms, d: _NONE),
 })
 
 

@@ -54,6 +54,8 @@ class Measure:
     expected_features: tuple[str, ...] | None = None
     expected_count_attribute: str | None = None
     attribute: str | None = None
+    points: tuple[tuple[str, float], ...] | None = None  # category: value (case-folded) -> points
+    values: tuple[str, ...] | None = None  # category: the values the attribute may take (each needs points)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from schemas.events import LIMITS as EVENT_LIMITS
 
 from streams.text import printable
 
-from .measures import MEASURE_TYPES
+from .measures import MEASURE_TYPES, category_key
 from .model import (
     DEFAULT_BANDS, IMPACTS, MISSING_POLICIES, INTERACTION_KINDS,
     AccountFilter, AlertRules, Band, BandChangeRule, Component, ComponentThreshold, Condition,
@@ -89,6 +89,7 @@ class ModelLimits:
     weight_max: float = 1e6  # component, section and segment-override weights
     max_future_skew_seconds: int = 7 * _DAY
     allowed_lateness_seconds: int = 14 * _DAY  # each kind's (a weekly sync, delivered a week late)
+    category_values: int = 100  # a category measure's points and values
     retention_days: int = 400
     score_history_days: int = 400
     cooldown_seconds: float = 365 * _DAY  # alerts.cooldown_seconds and band_change.cooldown_seconds
@@ -671,8 +672,10 @@ class _Parser:
                 if k not in INTERACTION_KINDS:
                     self.err(f"{path}.kinds", f"unknown event kind {k!r} (expected some of: {', '.join(INTERACTION_KINDS)})")
             kw["kinds"] = kinds
-        if mtype == "days_since" and d.get("events") is not None and d.get("kinds") is not None:
-            self.err(path, "give either events (usage event names) or kinds, not both")
+        if mtype == "days_since" and sum(d.get(k) is not None for k in ("events", "kinds", "attribute")) > 1:
+            self.err(path, "give one of events (usage event names), kinds or attribute (a date attribute)")
+        if mtype == "category":
+            kw["points"], kw["values"] = self.category_points(d, path)
         for key in ("measure", "per", "of", "attribute", "expected_count_attribute"):
             if key in allowed and d.get(key) is not None:
                 kw[key] = self.string(d, key, path)
@@ -690,6 +693,38 @@ class _Parser:
         if len(self.errors) != n_err:
             return None
         return Measure(name=name, type=mtype, **kw)
+
+    def category_points(self, d: dict, path: str) -> tuple[tuple | None, tuple | None]:
+        """A category measure's points (value -> number, values matched trimmed and case-folded) and the
+        values the model says the attribute takes, each of which must have points."""
+        raw = d.get("points")
+        if raw is None:
+            return None, None
+        points = self.mapping(raw, f"{path}.points")
+        if points is None or not self.count(points, _L.category_values, f"{path}.points", "values"):
+            return None, None
+        if not points:
+            self.err(f"{path}.points", "expected at least one value -> points")
+        out: dict[str, float] = {}
+        for value, _ in points.items():
+            key = category_key(value)
+            p = f"{path}.points.{_seg(value)}"
+            if not key:
+                self.err(f"{path}.points", f"expected values that are non-empty text, got {_fmt(value)}")
+                continue
+            if key in out:
+                self.err(p, f"the value {key!r} is given twice (values are matched ignoring case)")
+                continue
+            n = self.bounded(points, value, f"{path}.points", required=True)
+            if n is not None:
+                out[key] = n
+        values = None
+        if d.get("values") is not None:
+            values = self.names(d["values"], f"{path}.values", _L.category_values, "values")
+            for v in values or ():
+                if category_key(v) not in out and category_key(v):
+                    self.err(f"{path}.points", f"no points for the value {v!r} (listed in values)")
+        return tuple(sorted(out.items())), values
 
     # --------------------------------------------------------------- sections
     def sections(self, v: Any) -> dict[str, float]:

@@ -148,6 +148,9 @@ def compute(m: Measure, measures: Mapping[str, Measure], src, today: int, attrs:
             return None
         return (cur - prev) * 100.0 / abs(prev)
     if t == "days_since":
+        if m.attribute is not None:
+            day = _date_day(attrs.get(m.attribute))
+            return None if day is None else float(today - day)
         if m.kinds is not None:
             days = [d for d in (src.last_kind_day(k) for k in m.kinds) if d is not None]
             last = max(days) if days else None
@@ -176,7 +179,31 @@ def compute(m: Measure, measures: Mapping[str, Measure], src, today: int, attrs:
         return (b[2] - b[4]) * 100.0 / n if n else None
     if t == "attribute":
         return numeric(attrs.get(m.attribute))
+    if t == "days_until":
+        day = _date_day(attrs.get(m.attribute))
+        return None if day is None else float(day - today)
+    if t == "category":
+        v = attrs.get(m.attribute)
+        if isinstance(v, bool) or not isinstance(v, (str, int)):
+            return None
+        return dict(m.points).get(str(v).strip().lower())
     raise ValueError(f"unknown measure type {t!r}")
+
+
+def _date_day(v) -> int | None:
+    """A date attribute's day, the way the standard library reads it (the core may not import datetime)."""
+    import datetime
+
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)):
+        return int(v // 86400) if -1e12 < v < 1e12 else None
+    if not isinstance(v, str) or len(v.strip()) < 10 or (len(v.strip()) > 10 and v.strip()[10] not in "Tt "):
+        return None
+    try:
+        return (datetime.date.fromisoformat(v.strip()[:10]) - datetime.date(1970, 1, 1)).days
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------- alerts

@@ -591,3 +591,22 @@ def test_allowed_lateness_is_one_number_or_one_per_kind():
     assert "state.allowed_lateness_seconds.usage: expected an integer, got 'a day'" in msg
     d["state"] = {"allowed_lateness_seconds": [1]}
     assert "state.allowed_lateness_seconds: expected an integer, got" in errors_of(d)
+
+
+def test_a_category_measure_is_refused_only_where_its_declared_values_lack_points():
+    d = base()
+    d["measures"]["mood"] = {"type": "category", "attribute": "csm_sentiment",
+                             "points": {"positive": 100, "neutral": 50}}
+    assert dict(parse_model(d).measures["mood"].points) == {"neutral": 50.0, "positive": 100.0}  # no values: fine
+    d["measures"]["mood"]["values"] = ["Positive", "neutral", "negative"]
+    assert "measures.mood.points: no points for the value 'negative' (listed in values)" in errors_of(d)
+    d["measures"]["mood"] = {"type": "category", "attribute": "x", "points": {"a": 1, "A": 2, "b": "high", True: 3}}
+    msg = errors_of(d)
+    assert "measures.mood.points.A: the value 'a' is given twice (values are matched ignoring case)" in msg
+    assert "measures.mood.points.b: expected a number, got 'high'" in msg
+    assert "measures.mood.points: expected values that are non-empty text, got true" in msg
+    d["measures"]["mood"] = {"type": "category", "attribute": "x"}
+    assert "measures.mood.points: missing required field for a category measure" in errors_of(d)
+    d["measures"]["mood"] = {"type": "days_since", "attribute": "contract_start", "kinds": ["ticket"]}
+    assert "measures.mood: give one of events (usage event names), kinds or attribute (a date attribute)" \
+        in errors_of(d)

@@ -18,6 +18,10 @@ DOC["measures"].update({
     "minutes_avg_30d": {"type": "value_avg", "events": ["session"], "window_days": 30},
     "resolution_hours_30d": {"type": "mean_resolution_hours", "window_days": 30},
     "features_vs_plan": {"type": "feature_adoption", "window_days": 20, "expected_count_attribute": "features"},
+    "days_to_renewal": {"type": "days_until", "attribute": "renewal_date"},
+    "tenure_days": {"type": "days_since", "attribute": "contract_start"},
+    "sentiment": {"type": "category", "attribute": "csm_sentiment",
+                  "points": {"positive": 100, "neutral": 50, "negative": 0}},
 })
 DOC["components"].update({
     "minutes": {"measure": "minutes_30d", "scoring": {"type": "linear", "worst": 0, "best": 300},
@@ -28,6 +32,12 @@ DOC["components"].update({
                    "section": "support", "weight": 1},
     "features_vs_plan": {"measure": "features_vs_plan", "scoring": {"type": "linear", "worst": 0, "best": 100},
                          "section": "adoption", "weight": 0.5},
+    "renewal": {"measure": "days_to_renewal", "scoring": {"type": "linear", "worst": 0, "best": 180},
+                "section": "relationship", "weight": 0.5},
+    "tenure": {"measure": "tenure_days", "scoring": {"type": "linear", "worst": 0, "best": 365},
+               "section": "relationship", "weight": 0.5, "missing": "neutral"},
+    "sentiment": {"measure": "sentiment", "scoring": {"type": "linear", "worst": 0, "best": 100},
+                  "section": "relationship", "weight": 1},
 })
 MODEL = parse_model(DOC, source="property-model")
 LATENESS = MODEL.state.allowed_lateness_seconds  # the shortest (usage)
@@ -54,9 +64,13 @@ survey_st = st.builds(
     st.sampled_from([None, 10]))
 account_st = st.builds(
     lambda acc, ts, a: ("account", acc, ts, a), st.sampled_from(ACCOUNTS), ts_st,
-    st.dictionaries(st.sampled_from(["seats", "csm_rating", "uptime_pct", "plan", "lifecycle_stage", "features"]),
+    st.dictionaries(st.sampled_from(["seats", "csm_rating", "uptime_pct", "plan", "lifecycle_stage", "features",
+                                     "renewal_date", "contract_start", "csm_sentiment"]),
                     st.one_of(st.none(), st.integers(0, 120), st.sampled_from([99.95, 99.2, 96.0]),
-                              st.sampled_from(["onboarding", "enterprise", "starter"])), min_size=1, max_size=3))
+                              st.sampled_from(["onboarding", "enterprise", "starter"]),
+                              st.sampled_from(["2024-11-30", "2025-02-29", "2025-03-01T00:00:00Z", "soon",
+                                               float(T0 + 40 * DAY)]),
+                              st.sampled_from(["Positive", " neutral", "NEGATIVE", "meh"])), min_size=1, max_size=3))
 spec_st = st.lists(st.one_of(usage_st, usage_st, usage_st, ticket_st, survey_st, account_st), min_size=1, max_size=120)
 
 

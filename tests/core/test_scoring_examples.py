@@ -187,3 +187,34 @@ def test_nps_promoters_minus_detractors():
     assert s.components["nps"].value == 0.0
     s = both(m, [survey("a1", T0 + DAY + i, "nps", x) for i, x in enumerate([10, 9, 6, 8])], NOW)
     assert s.components["nps"].value == 25.0
+
+
+# ---------------------------------------------------------------- issue 11, finding 6: dates and categories
+def _model(measures: dict, components: dict):
+    return parse_model({"version": "t", "measures": measures, "components": components})
+
+
+def test_days_until_a_renewal_date_and_since_a_contract_start_count_down_with_the_clock():
+    m = _model({"renewal": {"type": "days_until", "attribute": "renewal_date"},
+                "tenure": {"type": "days_since", "attribute": "contract_start"}},
+               {"renewal": {"measure": "renewal", "scoring": {"type": "steps", "thresholds": [
+                   {"min": 90, "points": 100}, {"min": 30, "points": 60}], "else": 20}},
+                "tenure": {"measure": "tenure", "scoring": {"type": "linear", "worst": 0, "best": 365}}})
+    # T0 + 5 days is 2024-10-09; NOW (T0 + 10 days) is 2024-10-14
+    events = [attrs("a1", T0 + 5 * DAY, renewal_date="2024-12-13", contract_start="2023-10-15T09:30:00Z")]
+    s = both(m, events, NOW)
+    assert (s.components["renewal"].value, s.components["renewal"].score) == (60.0, 60.0)
+    assert s.components["tenure"].value == 365.0 and s.components["tenure"].score == 100.0
+    later = both(m, events, NOW + 45 * DAY)  # no new event: the renewal came nearer
+    assert later.components["renewal"].value == 15.0 and later.components["renewal"].score == 20.0
+    unreadable = both(m, [attrs("a1", T0 + 5 * DAY, renewal_date="next spring", contract_start="2023-02-30")], NOW)
+    assert unreadable.score is None and unreadable.components["renewal"].value is None  # missing data
+
+
+def test_a_categorical_attribute_maps_to_points_ignoring_case_and_unknown_values_are_missing():
+    m = _model({"sentiment": {"type": "category", "attribute": "csm_sentiment",
+                              "points": {"positive": 100, "neutral": 50, "negative": 0}}},
+               {"sentiment": {"measure": "sentiment", "scoring": {"type": "linear", "worst": 0, "best": 100}}})
+    assert score_with(m, csm_sentiment=" Neutral").score == 50.0
+    assert score_with(m, csm_sentiment="NEGATIVE").score == 0.0
+    assert score_with(m, csm_sentiment="ecstatic").score is None
