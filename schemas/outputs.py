@@ -35,6 +35,7 @@ def score_update(*, account_id: str, seq: int, score: dict, previous: dict | Non
         "seq": seq,
         "score": score["score"],
         "band": score["band"],
+        "status": score["status"],
         "previous_score": previous["score"] if previous else None,
         "previous_band": previous["band"] if previous else None,
         "segment": score["segment"],
@@ -129,6 +130,16 @@ _COMPONENT = {
 }
 
 
+SCORE_STATUSES = ("scored", "insufficient_data", "no_data")
+INSUFFICIENT_DATA = SCORE_STATUSES[1]
+
+
+def band_label(score: float | None, band: str | None) -> str | None:
+    """The band an account is counted in (read model sets, gauges): its band, or insufficient_data for a
+    score without one; None (not counted) without a score."""
+    return band if band is not None else INSUFFICIENT_DATA if score is not None else None
+
+
 def score_update_schema() -> dict:
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -144,7 +155,12 @@ def score_update_schema() -> dict:
             "seq": {"type": "integer", "minimum": 0,
                     "description": "per-account sequence; a reader keeps the highest"},
             "score": {**_NUM_OR_NULL, "minimum": 0, "maximum": 100, "description": "null: no data"},
-            "band": _STR_OR_NULL,
+            "band": {**_STR_OR_NULL, "description": "null: no data, or insufficient_data"},
+            "status": {"enum": list(SCORE_STATUSES),
+                       "description": "scored (a band); insufficient_data: a score whose data covers less of the "
+                                      "model's weight than its min_coverage, so no band and no band alert; "
+                                      "no_data. Absent in records written before it existed: scored when band "
+                                      "is set"},
             "previous_score": _NUM_OR_NULL,
             "previous_band": _STR_OR_NULL,
             "segment": {"type": "string"},

@@ -337,3 +337,21 @@ def test_consumer_lag_per_owned_input_partition():
     series = {tuple(s.labels.values()): s.value for f in metrics.registry.collect()
               if f.name == "health_consumer_lag" for s in f.samples}
     assert series == {("in.usage", "0"): 0}
+
+
+def test_accounts_without_a_band_for_too_little_data_are_counted_apart():
+    from streams.worker.metrics import HealthMetrics
+    from streams.core import load_model, DEFAULT_MODEL_PATH
+
+    metrics = HealthMetrics()
+    metrics.on_model(load_model(DEFAULT_MODEL_PATH))
+    metrics.index.begin([0])
+    batch = SimpleNamespace(outcomes={}, alerts={}, alerts_held_back=0, source_timestamps_ms=[], score_causes={},
+                            failures=0, scores={"a": (0, 80.0, "Healthy", "default"),
+                                                "b": (0, 30.0, "insufficient_data", "default")})
+    metrics.on_batch(batch, 0.0, 0.0)
+    metrics.publish_portfolio()
+    body = metrics.exposition()[0].decode()
+    assert 'health_accounts{band="insufficient_data",segment="default"} 1.0' in body
+    assert 'health_accounts{band="Healthy",segment="default"} 1.0' in body
+    assert 'health_accounts{band="insufficient_data",segment="onboarding"} 0.0' in body  # exported at zero

@@ -232,3 +232,13 @@ def test_a_state_that_would_outgrow_the_record_limit_refuses_the_events_that_gro
     assert 0 < refused < 40 and result.outcomes[("usage", "applied")] == 40 - refused
     assert len(result.writes["acme"][1]) <= 3000
     assert all("over the limit of 3,000" in orjson.loads(o.value)["reason"] for o in result.dead_letters)
+
+
+def test_a_score_with_too_little_data_is_published_without_a_band_and_counted_as_insufficient(model):
+    from schemas.events import AccountEvent
+
+    event = AccountEvent("crm-1", "crm-only", NOW - 3600, {"csm_rating": 7, "uptime_pct": 99.9})
+    result = run(processor(model), {}, records_for([event]))
+    (update,) = [orjson.loads(o.value) for o in result.outputs if o.topic == "out.scores"]
+    assert (update["band"], update["status"]) == (None, "insufficient_data") and update["score"] is not None
+    assert result.scores["crm-only"][2] == "insufficient_data"

@@ -37,6 +37,7 @@ class _Writer:
         self.fns = fns
         self.ns: dict[str, Any] = {"_U": _UNSET, "fsum": fsum, "round": round, "_per_user": per_user_value,
                                    "BANDS": plan.bands, "N": len(plan.order),
+                                   "MIN_COVERAGE": plan.model.min_coverage,
                                    "band_of": band_of}
         self.consts: dict[int, str] = {}
         self.measure_var: dict[str, str] = {}
@@ -155,7 +156,9 @@ class _Writer:
         e(indent, "if has_data and positive:")
         e(indent + 1, "total = round(fsum(parts), 2)")
         e(indent + 1, "total = min(max(total, 0.0), 100.0)")
-        e(indent, f"return {cfg.name!r}, total, band_of(BANDS, total), coverage, rows, norm")
+        # below the model's min_coverage a score gets no band: its status is insufficient_data
+        e(indent, f"return {cfg.name!r}, total, band_of(BANDS, total) if coverage >= MIN_COVERAGE else None, "
+                  f"coverage, rows, norm")
 
     def function(self, name: str, args: str, incremental: bool) -> str:
         plan = self.plan

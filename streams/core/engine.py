@@ -185,7 +185,7 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
         changes = explain(old, new)
     alerts: tuple[Alert, ...] = ()
     held = 0
-    if total is not None:
+    if band is not None:  # no band (no data, or too little: insufficient_data): nothing to alert on
         scored = new
 
         def current() -> AccountScore:

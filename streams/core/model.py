@@ -175,6 +175,8 @@ class HealthModel:
     alerts: AlertRules
     fingerprint: str  # sha256 of the canonical model document (first 16 hex digits)
     source: str = "<string>"
+    # an account whose data covers less of the configured weight gets no band (status insufficient_data)
+    min_coverage: float = 0.0
 
     def band_of(self, score: float | None) -> str | None:
         return band_of(self.bands, score)

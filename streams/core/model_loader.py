@@ -40,7 +40,7 @@ from .model import (
 __all__ = ("MODEL_LIMITS", "ModelError", "ModelLimits", "load_model", "model_from_yaml", "parse_model")
 
 _TOP_KEYS = ("version", "name", "description", "state", "measures", "components", "sections",
-             "bands", "segments", "alerts")
+             "bands", "min_coverage", "segments", "alerts")
 _FILTER_OPS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists")
 _DAY = 86400
 
@@ -522,6 +522,7 @@ class _Parser:
         sections = self.sections(data.get("sections"))
         components = self.components(data.get("components"), measures, sections)
         bands = self.bands(data.get("bands"))
+        min_coverage = self.number(data, "min_coverage", "", default=0.0, minimum=0, maximum=1)
         default = self.config("default", None, components, sections, "components")
         segments = self.segments(data.get("segments"), components, sections, measures)
         alerts = self.alerts(data.get("alerts"), components, state)
@@ -533,7 +534,8 @@ class _Parser:
         fingerprint = hashlib.sha256(canonical).hexdigest()[:16]
         return HealthModel(version=version, name=name, state=state, measures=measures,
                            components=components, sections=sections, bands=bands, default=default,
-                           segments=segments, alerts=alerts, fingerprint=fingerprint, source=self.source)
+                           segments=segments, alerts=alerts, fingerprint=fingerprint, source=self.source,
+                           min_coverage=min_coverage)
 
     def evaluation_size(self, default: ScoreConfig, segments: tuple[Segment, ...],
                         components: dict[str, Component]) -> None:

@@ -47,8 +47,16 @@ class AccountScore:
     model_version: str
     model_fingerprint: str = ""
 
+    @property
+    def status(self) -> str:
+        """scored (a band); insufficient_data (a score, but its data covers less than the model's min_coverage:
+        no band); no_data (nothing to score)."""
+        if self.score is None:
+            return "no_data"
+        return "scored" if self.band is not None else "insufficient_data"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"account_id": self.account_id, "score": self.score, "band": self.band,
+        return {"account_id": self.account_id, "score": self.score, "band": self.band, "status": self.status,
                 "segment": self.segment, "coverage": self.coverage,
                 "components": {k: c.to_dict() for k, c in self.components.items()},
                 "model_version": self.model_version, "model_fingerprint": self.model_fingerprint}

@@ -21,6 +21,8 @@ from __future__ import annotations
 import orjson
 import redis.asyncio as aioredis
 
+from schemas.outputs import band_label
+
 APPLY_UPDATE = """
 local prefix, account, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local score, band, at_ms, history_len = ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -127,7 +129,8 @@ class ReadModel:
         for update, raw in updates:
             await self._apply(keys=[], args=[
                 self.prefix, update["account_id"], update["seq"], _text(update.get("score")),
-                _text(update.get("band")), int(update["computed_at_ms"]), self.history_len, raw,
+                _text(band_label(update.get("score"), update.get("band"))), int(update["computed_at_ms"]),
+                self.history_len, raw,
             ], client=pipe)
         for partition, (offset, state) in marks.items():  # after the updates: a loss before them shows here
             await self._mark(keys=[self.marker_key(partition)], args=[owner, offset, state], client=pipe)

@@ -235,7 +235,8 @@ def show(account_id: str) -> None:
         raise click.ClickException(f"no score for account {printable(account_id)!r} in {settings.redis_url} "
                                    f"(prefix {settings.redis_prefix!r})")
     # every name printed comes from outside (producers, the model file): escaped, so none drives the terminal
-    click.echo(printable(f"{account_id}: {record['score']} {record['band']}  (segment {record['segment']}, "
+    band = record["band"] or record.get("status") or "-"  # insufficient_data: a score, too little data for a band
+    click.echo(printable(f"{account_id}: {record['score']} {band}  (segment {record['segment']}, "
                          f"coverage {record['coverage']:.0%}, model {record['model_version']}, "
                          f"updated {record['computed_at']})"))
     click.echo(f"{'component':<22}{'value':>10}{'score':>8}{'weight':>8}{'points':>8}")

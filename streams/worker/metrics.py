@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from schemas.events import EVENT_KINDS
-from schemas.outputs import ALERT_TYPES, CAUSES
+from schemas.outputs import ALERT_TYPES, CAUSES, INSUFFICIENT_DATA, band_label
 from streams.core.state import OUTCOMES
 from streams.worker.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
 
@@ -115,6 +115,7 @@ class AccountIndex:
         if part is None:
             return
         score, band = current if current else (None, None)
+        band = band_label(score, band)
         part.set(account, score, band, segment or "default")
 
     def totals(self, partitions: Iterable[int] | None = None) -> tuple[Tally, dict[str, float]]:
@@ -344,10 +345,11 @@ class HealthMetrics:
         self.publish_portfolio()
 
     def publish_portfolio(self) -> None:
-        """Set the portfolio gauges from the index; the model's bands x segments are exported even at zero."""
+        """Set the portfolio gauges from the index; the model's bands (and insufficient_data) x segments are
+        exported even at zero."""
         counts, points = self.index.totals()
         segments = set(self.segments) | set(points) | {s for _, s in counts}
-        labels = {(b, s) for b in self.bands for s in segments} | set(counts)
+        labels = {(b, s) for b in (*self.bands, INSUFFICIENT_DATA) for s in segments} | set(counts)
         for key in labels:
             self.accounts.labels(*key).set(counts.get(key, 0))
         for key in self._portfolio_labels - labels:

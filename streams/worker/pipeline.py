@@ -14,6 +14,8 @@ import time
 
 from faust.web import Request, Response
 
+from schemas.outputs import INSUFFICIENT_DATA
+
 from streams.worker.batching import HealthApp, RecordBatch, kafka_producer, put_table_value
 from streams.worker.broker_watch import BrokerWatch
 from streams.worker.control import ControlChannel
@@ -404,7 +406,7 @@ def _register_views(app: HealthApp, pipeline: Pipeline) -> None:
 
     @app.page("/bands")
     async def bands(web, request: Request) -> Response:
-        names = [b.name for b in pipeline.model.bands]
+        names = [b.name for b in pipeline.model.bands] + [INSUFFICIENT_DATA]  # scored, with too little data
         return web.json({"model_version": pipeline.model.version, "bands": await read_model.band_counts(names)})
 
     @app.page("/metrics")

@@ -307,7 +307,8 @@ class _Settled:
         score = self.score
         if score is not None:
             result.score_causes[self.cause] += 1
-            result.scores[self.account_id] = (self.partition, score.score, score.band, score.segment)
+            result.scores[self.account_id] = (self.partition, score.score, outputs.band_label(score.score, score.band),
+                                              score.segment)
             if self.newest_ts is not None:
                 result.source_timestamps_ms.append(self.newest_ts)
         for alert in self.alerts:

@@ -59,7 +59,8 @@ def reference_evaluate(model, account_id, source, today, has_data) -> AccountSco
     total = None
     if has_data and coverage > 1e-12:
         total = min(max(round(fsum(parts), 2), 0.0), 100.0)
-    return AccountScore(account_id, total, band_of(model.bands, total), config.name, round(coverage, 4), components,
+    band = band_of(model.bands, total) if round(coverage, 4) >= model.min_coverage else None
+    return AccountScore(account_id, total, band, config.name, round(coverage, 4), components,
                         model.version, model.fingerprint)
 
 

@@ -218,3 +218,29 @@ def test_a_categorical_attribute_maps_to_points_ignoring_case_and_unknown_values
     assert score_with(m, csm_sentiment=" Neutral").score == 50.0
     assert score_with(m, csm_sentiment="NEGATIVE").score == 0.0
     assert score_with(m, csm_sentiment="ecstatic").score is None
+
+
+# ---------------------------------------------------------------- issue 11, finding 4: coverage
+def test_below_min_coverage_an_account_has_a_score_but_no_band_and_raises_no_alert():
+    from streams.core import apply_events, load_model, DEFAULT_MODEL_PATH
+
+    shipped = load_model(DEFAULT_MODEL_PATH)
+    assert shipped.min_coverage == 0.5
+    crm_only = both(shipped, [attrs("a1", T0 + 5 * DAY, csm_rating=7, uptime_pct=99.95)], NOW)
+    assert crm_only.score is not None and crm_only.coverage < 0.5
+    assert (crm_only.band, crm_only.status, crm_only.to_dict()["status"]) == (None, "insufficient_data",
+                                                                            "insufficient_data")
+    m = attr_model({"a": {}, "b": {}, "c": {}, "d": {}}, min_coverage=0.5,
+                   alerts={"band_change": {"margin_points": 0, "cooldown_seconds": 0},
+                           "component_thresholds": [{"component": "a", "below": 50}]})
+    up = apply_events(None, "a1", [attrs("a1", T0, a=90, b=90, c=90)], m, T0 + 60)
+    assert (up.score.band, up.score.status) == ("Healthy", "scored")
+    # three of four components lose their data: a score of 10 on a quarter of the weight, no band, no alert
+    up = apply_events(up.state, "a1", [attrs("a1", T0 + 120, a=10, b=None, c=None)], m, T0 + 180)
+    assert (up.score.score, up.score.band, up.score.status) == (10.0, None, "insufficient_data")
+    assert up.alerts == ()
+    # data back, still low: the band alert compares with the band last alerted (Healthy)
+    up = apply_events(up.state, "a1", [attrs("a1", T0 + 240, b=20, c=20)], m, T0 + 300)
+    assert [(a.type, a.band_before, a.band_after) for a in up.alerts if a.type.startswith("health.band")] == [
+        ("health.band.degraded", "Healthy", "Needs Attention")]
+    assert score_all([], m, NOW) == {}
