@@ -13,7 +13,7 @@ from typing import Any
 
 SCORE_TYPE = "health.score.updated"
 ALERT_TYPES = ("health.band.degraded", "health.band.recovered", "health.trend.declining",
-               "health.component.threshold")
+               "health.component.threshold", "health.score.threshold", "health.score.fall")
 CAUSES = ("events", "timer", "model")
 CLOUDEVENTS_SOURCE = "urn:customer-health"
 

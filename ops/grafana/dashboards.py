@@ -14,7 +14,8 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "health-prometheus"}
 BAND_COLOURS = {"Healthy": "green", "At Risk": "orange", "Needs Attention": "red"}  # the shipped model's
 ALERT_COLOURS = {"health.band.degraded": "red", "health.band.recovered": "green",
-                 "health.trend.declining": "orange", "health.component.threshold": "yellow"}
+                 "health.trend.declining": "orange", "health.component.threshold": "yellow",
+                 "health.score.threshold": "dark-red", "health.score.fall": "purple"}
 
 
 class Layout:

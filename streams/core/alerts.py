@@ -9,7 +9,9 @@
   ``bs``), so its explanation shows what changed since subscribers last heard of the account;
 - declining trend: the score fell by >= drop_points or >= drop_percent against its value
   ``days`` ago (daily score history); raised once per decline, re-armed when it clears;
-- component thresholds: a component score going below a level (re-armed when back above).
+- component thresholds: a component score going below a level (re-armed when back above);
+- global score threshold: the score going below a level (re-armed back above it by a margin);
+- fall: the score ``points`` below its highest daily score of the last ``days`` days.
 
 History pages nobody: an evaluation whose triggering events are older than the rules'
 ``history_horizon_seconds`` behind the processing clock (a replay, a backfill, a worker
@@ -37,9 +39,10 @@ from .days import day_of
 from .model import AlertRules, Band, band_of
 from .scoring import AccountScore
 
-DEGRADED, RECOVERED, TREND, COMPONENT = ALERT_TYPES
+DEGRADED, RECOVERED, TREND, COMPONENT, BELOW, FALL = ALERT_TYPES
 MAX_ALERT_EVENT_IDS = 20  # the newest ids of the events behind an alert
-_KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"})  # keys of the stored "t" (last times)
+# keys of the stored "t" (last times)
+_KEY = MappingProxyType({DEGRADED: "dg", RECOVERED: "rc", TREND: "tr", BELOW: "sb", FALL: "fl"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,8 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
                ) -> tuple[dict[str, Any], list[Raised], int]:
     """The alert rules' one transition, on the stored alert state ({"b": band last alerted, "bs": the score
     when it was alerted (see band_snapshot), "t": {dg / rc / tr / c:<component>: time emitted}, "x": 1 while
-    the trend rule is disarmed, "lo": components below their threshold, "n": alerts emitted (part of their
+    the trend rule is disarmed, "sl": 1 while the score is below its threshold, "fx": 1 while the fall rule
+    is disarmed, "lo": components below their threshold, "n": alerts emitted (part of their
     ids), "h": [first day, a score or null per day]}):
     (stored state, new score, previous score, component scores) -> (new stored state, what to raise,
     how many alerts were held back because the evaluation is ``historic``).
@@ -241,6 +245,38 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
                       "days": trend.days})
                 armed = False
 
+    # the global score below a level: once per fall below, re-armed back at the level plus its margin
+    under = bool(al.get("sl"))
+    st_rule = rules.score_threshold
+    if st_rule is not None:
+        if score < st_rule.below:
+            if not under and cooled(_KEY[BELOW], rules.cooldown_seconds):
+                emit(_KEY[BELOW], BELOW, band_of(bands, old_score) if old_score is not None else band_now, band_now,
+                     (), old_score, {"below": st_rule.below})
+                under = True
+        elif score >= st_rule.below + st_rule.margin_points:
+            under = False
+
+    # a fall of `points` below the highest daily score of the last `days` days (today's before this one
+    # included); once per fall, re-armed when the condition clears
+    fallen = bool(al.get("fx"))
+    fall = rules.fall
+    if fall is not None:
+        peak = peak_day = None
+        if h:
+            first = h[0]
+            for i in range(max(0, today - fall.days - first), min(len(h) - 1, today - first + 1)):
+                v = h[1 + i]
+                if v is not None and (peak is None or v > peak):
+                    peak, peak_day = v, first + i
+        if peak is None or peak - score < fall.points:
+            fallen = False
+        elif not fallen and cooled(_KEY[FALL], rules.cooldown_seconds):
+            emit(_KEY[FALL], FALL, band_of(bands, peak), band_now, (peak_day,), peak,
+                 {"reference_day": peak_day, "reference_score": peak, "drop_points": round(peak - score, 2),
+                  "days": fall.days})
+            fallen = True
+
     # component thresholds: once per fall below, re-armed when back above
     below = al.get("lo") or []
     copied = False
@@ -299,6 +335,10 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
         d["t"] = last_times
     if not armed:
         d["x"] = 1
+    if under:
+        d["sl"] = 1
+    if fallen:
+        d["fx"] = 1
     if below:
         d["lo"] = below
     if seq:

@@ -144,11 +144,27 @@ class ComponentThreshold:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreThreshold:
+    """The global score went below ``below``; re-armed once it is back at ``below + margin_points``."""
+    below: float
+    margin_points: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class FallRule:
+    """The score is ``points`` below its highest daily score of the last ``days`` days."""
+    points: float
+    days: int
+
+
+@dataclass(frozen=True, slots=True)
 class AlertRules:
     band_change: BandChangeRule | None = BandChangeRule()
     trend: TrendRule | None = None
     component_thresholds: tuple[ComponentThreshold, ...] = ()
-    cooldown_seconds: float = 86400.0  # trend and component alerts
+    cooldown_seconds: float = 86400.0  # trend, component, score threshold and fall alerts
+    score_threshold: ScoreThreshold | None = None
+    fall: FallRule | None = None
     # an evaluation whose newest event is older than this behind the processing clock (a replay, a
     # backfill) tracks bands but publishes no alert
     history_horizon_seconds: float = 86400.0

@@ -34,7 +34,8 @@ from .measures import MEASURE_TYPES, category_key
 from .model import (
     DEFAULT_BANDS, IMPACTS, MISSING_POLICIES, INTERACTION_KINDS,
     AccountFilter, AlertRules, Band, BandChangeRule, Component, ComponentThreshold, Condition,
-    LATE_KINDS, HealthModel, Measure, ScoreConfig, Scoring, Segment, StateConfig, TrendRule,
+    LATE_KINDS, FallRule, HealthModel, Measure, ScoreConfig, ScoreThreshold, Scoring, Segment, StateConfig,
+    TrendRule,
 )
 
 __all__ = ("MODEL_LIMITS", "ModelError", "ModelLimits", "load_model", "model_from_yaml", "parse_model")
@@ -1092,8 +1093,8 @@ class _Parser:
         d = self.mapping(v, "alerts")
         if d is None:
             return AlertRules()
-        self.keys(d, ("band_change", "trend", "component_thresholds", "cooldown_seconds", "history_horizon_hours"),
-                  "alerts")
+        self.keys(d, ("band_change", "trend", "component_thresholds", "score_threshold", "fall", "cooldown_seconds",
+                      "history_horizon_hours"), "alerts")
         band_change = None
         if d.get("band_change") is not None:
             b = self.mapping(d["band_change"], "alerts.band_change")
@@ -1136,9 +1137,32 @@ class _Parser:
                     below = self.number(t, "below", p, required=True, minimum=0, maximum=100)
                     if comp and below is not None:
                         thresholds.append(ComponentThreshold(comp, below))
+        score_threshold = None
+        if d.get("score_threshold") is not None:
+            t = self.mapping(d["score_threshold"], "alerts.score_threshold")
+            if t is not None:
+                self.keys(t, ("below", "margin_points"), "alerts.score_threshold")
+                below = self.number(t, "below", "alerts.score_threshold", required=True, minimum=0, maximum=100)
+                margin = self.number(t, "margin_points", "alerts.score_threshold", default=3.0, minimum=0,
+                                     maximum=_L.margin_points)
+                if below is not None:
+                    score_threshold = ScoreThreshold(below, margin)
+        fall = None
+        if d.get("fall") is not None:
+            f = self.mapping(d["fall"], "alerts.fall")
+            if f is not None:
+                self.keys(f, ("points", "days"), "alerts.fall")
+                pts = self.number(f, "points", "alerts.fall", required=True, positive=True, maximum=_L.drop_points)
+                days = self.number(f, "days", "alerts.fall", required=True, integer=True, minimum=1)
+                if days is not None and days > state.score_history_days:
+                    self.err("alerts.fall.days", f"looking {days} days back needs state.score_history_days >= "
+                             f"{days}, got {state.score_history_days}")
+                if pts is not None and days is not None:
+                    fall = FallRule(pts, days)
         cooldown = self.number(d, "cooldown_seconds", "alerts", default=86400.0, minimum=0, maximum=_L.cooldown_seconds)
         # at least an hour: a sync or a consumer a few minutes behind is not history
         horizon = self.number(d, "history_horizon_hours", "alerts", default=24.0, minimum=1,
                               maximum=_L.cooldown_seconds / 3600)
         return AlertRules(band_change=band_change, trend=trend, component_thresholds=tuple(thresholds),
-                          cooldown_seconds=cooldown, history_horizon_seconds=horizon * 3600)
+                          cooldown_seconds=cooldown, history_horizon_seconds=horizon * 3600,
+                          score_threshold=score_threshold, fall=fall)

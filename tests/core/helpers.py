@@ -93,6 +93,8 @@ class AlertState:
     below: list[str] = field(default_factory=list)  # components currently below their threshold
     seq: int = 0  # alerts emitted so far (part of the deterministic id)
     history: dict[str, float] = field(default_factory=dict)  # day -> score of the day's last evaluation
+    score_below: bool = False  # the global score is below the score threshold (disarmed)
+    fallen: bool = False  # the fall rule is disarmed
     snapshot: list | None = None  # [score, day, model fingerprint, contributions x100] when the band was alerted
     held_back: int = 0  # not stored: the alerts the last (historic) evaluation held back
 
@@ -106,6 +108,10 @@ class AlertState:
             d["t"] = self.last
         if not self.trend_armed:
             d["x"] = 1
+        if self.score_below:
+            d["sl"] = 1
+        if self.fallen:
+            d["fx"] = 1
         if self.below:
             d["lo"] = self.below
         if self.seq:
@@ -124,7 +130,7 @@ class AlertState:
         d = d or {}
         return cls(band=d.get("b"), last=dict(d.get("t", {})), trend_armed=not d.get("x"),
                    below=list(d.get("lo", [])), seq=d.get("n", 0), history=_history(d.get("h")),
-                   snapshot=d.get("bs"))
+                   snapshot=d.get("bs"), score_below=bool(d.get("sl")), fallen=bool(d.get("fx")))
 
 
 def _history(h: list | None) -> dict[str, float]:

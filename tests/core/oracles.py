@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from streams.core.alerts import (COMPONENT, DEGRADED, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert,
+from streams.core.alerts import (BELOW, COMPONENT, DEGRADED, FALL, MAX_ALERT_EVENT_IDS, RECOVERED, TREND, Alert,
                                  ComponentChange, _alert_id, explain)
 from streams.core.days import CENTI, MILLI, day_of
 from streams.core.filters import _eq, _num
@@ -17,7 +17,7 @@ from streams.core.scoring import AccountScore
 from streams.core.state import T_FIRST, T_RESOLVED
 from .helpers import AlertState
 
-_KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr"}
+_KEY = {DEGRADED: "dg", RECOVERED: "rc", TREND: "tr", BELOW: "sb", FALL: "fl"}
 
 
 # -------------------------------------------------------------------- scoring
@@ -216,7 +216,7 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
     component names, over which band snapshots are taken."""
     # never mutate the caller's state
     st = AlertState(state.band, dict(state.last), state.trend_armed, list(state.below), state.seq,
-                    dict(state.history), state.snapshot)
+                    dict(state.history), state.score_below, state.fallen, state.snapshot)
     alerts: list[Alert] = []
     score = new.score
     if score is None:
@@ -318,6 +318,34 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
                       "days": trend.days})
                 mark(TREND)
                 st.trend_armed = False
+
+    # the global score below a level
+    rule_below = rules.score_threshold
+    if rule_below is not None:
+        if score < rule_below.below:
+            if not st.score_below and cooled(BELOW, rules.cooldown_seconds):
+                emit(BELOW, band_of(bands, old_score) if old_score is not None else new.band, new.band, (), old_score,
+                     {"below": rule_below.below})
+                mark(BELOW)
+                st.score_below = True
+        elif score >= rule_below.below + rule_below.margin_points:
+            st.score_below = False
+
+    # a fall below the highest daily score of the last days
+    fall = rules.fall
+    if fall is not None:
+        recent = {int(d): v for d, v in st.history.items() if today - fall.days <= int(d) <= today}
+        if recent:
+            peak = max(recent.values())
+            peak_day = min(d for d, v in recent.items() if v == peak)
+        if not recent or peak - score < fall.points:
+            st.fallen = False
+        elif not st.fallen and cooled(FALL, rules.cooldown_seconds):
+            emit(FALL, band_of(bands, peak), new.band, (peak_day,), peak,
+                 {"reference_day": peak_day, "reference_score": peak, "drop_points": round(peak - score, 2),
+                  "days": fall.days})
+            mark(FALL)
+            st.fallen = True
 
     # component thresholds
     for th in rules.component_thresholds:

@@ -217,3 +217,28 @@ def test_events_older_than_the_horizon_raise_no_alert_through_the_engine():
     up = apply_events(up.state, "a1", [attrs("a1", now - 3600, id="x3", csm_rating=9)], model, now)
     assert [(a.type, a.band_before, a.band_after) for a in up.alerts] == [(RECOVERED, "Needs Attention", "Healthy")]
     assert up.held_back == 0
+
+
+def test_the_global_score_below_a_level_alerts_once_and_rearms_past_its_margin():
+    from streams.core.alerts import BELOW
+    from streams.core.model import ScoreThreshold
+    rules = AlertRules(band_change=None, score_threshold=ScoreThreshold(50, 5), cooldown_seconds=0)
+    _, alerts = run([score(60, 60, 60), score(48, 48, 48), score(45, 45, 45), score(52, 52, 52), score(49, 49, 49),
+                     score(56, 56, 56), score(40, 40, 40)], rules)
+    assert [(a.type, a.score_before, a.score_after, a.band_before, a.band_after) for a in alerts] == [
+        (BELOW, 60, 48, "At Risk", "At Risk"), (BELOW, 56, 40, "At Risk", "At Risk")]
+    assert alerts[0].detail == {"below": 50} and alerts[0].explanation
+
+
+def test_a_fall_from_the_highest_score_of_the_last_days_alerts_once():
+    from streams.core.alerts import FALL
+    from streams.core.model import FallRule
+    rules = AlertRules(band_change=None, fall=FallRule(points=20, days=3), cooldown_seconds=0)
+    st = AlertState()
+    alerts = []
+    # the peak (90, day 2) is inside the 3 days, the older 95 (day 0) is not by day 4
+    for d, s in [(0, 95), (2, 90), (3, 80), (4, 71), (4, 69), (5, 65), (9, 60), (9, 30)]:
+        st, a = evaluate_alerts(st, None, score(s, s, s), T0 + d * DAY + 100, rules, BANDS)
+        alerts.extend(a)
+    assert [(a.type, a.detail["reference_day"] - int(T0 // DAY), a.detail["reference_score"], a.score_after)
+            for a in alerts] == [(FALL, 2, 90, 69), (FALL, 9, 60, 30)]

@@ -109,6 +109,10 @@ ALERT_MODELS = [
                  cooldown_seconds=7200),
     _alert_model(band_change={"margin_points": 0, "cooldown_seconds": 0}, trend={"days": 1, "drop_points": 5}),
     _alert_model(trend={"days": 2, "drop_percent": 30}, component_thresholds=[{"component": "y", "below": 10}]),
+    _alert_model(score_threshold={"below": 45, "margin_points": 5}, fall={"points": 12, "days": 3},
+                 cooldown_seconds=3600),
+    _alert_model(band_change={"margin_points": 2, "cooldown_seconds": 0}, score_threshold={"below": 60},
+                 fall={"points": 5, "days": 6}, cooldown_seconds=0),
     _alert_model(),
 ]
 
@@ -125,8 +129,9 @@ def test_the_alert_transition_is_the_reference():
             if rng.random() < 0.7:
                 history[str(d)] = round(rng.uniform(0, 100), 2)
         state = AlertState(band=rng.choice([None, "Healthy", "At Risk", "Needs Attention", "gone"]),
-                           last={k: int(T0 + rng.uniform(-DAY, DAY)) for k in rng.sample(["dg", "rc", "tr", "c:x"], 2)},
+                           last={k: int(T0 + rng.uniform(-DAY, DAY)) for k in rng.sample(["dg", "rc", "tr", "c:x", "sb", "fl"], 2)},
                            trend_armed=rng.random() < 0.5, below=rng.sample(["x", "y"], rng.randint(0, 2)),
+                           score_below=rng.random() < 0.3, fallen=rng.random() < 0.3,
                            seq=rng.randint(0, 3), history=history,
                            snapshot=rng.choice([None, [round(rng.uniform(0, 100), 2), start, model.fingerprint[:8],
                                                        [rng.choice([None, 0, 2500]), rng.choice([None, 1250])]],

@@ -610,3 +610,18 @@ def test_a_category_measure_is_refused_only_where_its_declared_values_lack_point
     d["measures"]["mood"] = {"type": "days_since", "attribute": "contract_start", "kinds": ["ticket"]}
     assert "measures.mood: give one of events (usage event names), kinds or attribute (a date attribute)" \
         in errors_of(d)
+
+
+def test_the_global_score_threshold_and_fall_rules_are_checked():
+    d = base()
+    d["alerts"] = {"score_threshold": {"below": 35}, "fall": {"points": 20, "days": 7}}
+    rules = parse_model(d).alerts
+    assert (rules.score_threshold.below, rules.score_threshold.margin_points) == (35.0, 3.0)
+    assert (rules.fall.points, rules.fall.days) == (20.0, 7)
+    d["alerts"] = {"score_threshold": {"below": 135, "margin": 1}, "fall": {"points": 0, "days": 400}}
+    d["state"] = {"score_history_days": 30}
+    msg = errors_of(d)
+    assert "alerts.score_threshold.below: expected a number <= 100, got 135" in msg
+    assert "alerts.score_threshold.margin: unknown key (expected one of: below, margin_points)" in msg
+    assert "alerts.fall.points: expected a number > 0, got 0" in msg
+    assert "alerts.fall.days: looking 400 days back needs state.score_history_days >= 400, got 30" in msg
