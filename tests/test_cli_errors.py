@@ -89,6 +89,8 @@ STACK_COMMANDS = {
     "show": (lambda s: ["show", "acct-00001"], "redis"),
     "publish-model": (lambda s: ["publish-model", str(DEFAULT_MODEL)], "kafka"),
     "what-if": (lambda s: ["what-if", str(DEFAULT_MODEL)], "kafka"),
+    "snooze": (lambda s: ["snooze", "acct-00001", "--until", "2999-01-01", "--reason", "renewal call"], "kafka"),
+    "unsnooze": (lambda s: ["unsnooze", "acct-00001"], "kafka"),
 }
 SETTING = {"kafka": "HEALTH_KAFKA_BROKER", "redis": "HEALTH_REDIS_URL"}
 

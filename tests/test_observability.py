@@ -278,8 +278,8 @@ def test_band_moves_are_counted_and_revoked_partitions_leave_the_gauges():
     metrics = HealthMetrics(CollectorRegistry())
     metrics.bands, metrics.segments = ("Healthy", "At Risk"), ("default",)
     metrics.index.begin([0, 1])
-    batch = SimpleNamespace(outcomes={}, alerts={}, alerts_held_back=0, source_timestamps_ms=[], score_causes={},
-                            failures=0,
+    batch = SimpleNamespace(outcomes={}, alerts={}, alerts_held_back=0, alerts_snoozed=0, source_timestamps_ms=[],
+                            score_causes={}, failures=0,
                             scores={"a": (0, 80.0, "Healthy", "default"), "b": (1, 50.0, "At Risk", "default"),
                                     "c": (2, 10.0, "At Risk", "default")})  # partition 2: not owned
     metrics.on_batch(batch, 0.0, 0.0)
@@ -346,8 +346,8 @@ def test_accounts_without_a_band_for_too_little_data_are_counted_apart():
     metrics = HealthMetrics()
     metrics.on_model(load_model(DEFAULT_MODEL_PATH))
     metrics.index.begin([0])
-    batch = SimpleNamespace(outcomes={}, alerts={}, alerts_held_back=0, source_timestamps_ms=[], score_causes={},
-                            failures=0, scores={"a": (0, 80.0, "Healthy", "default"),
+    batch = SimpleNamespace(outcomes={}, alerts={}, alerts_held_back=0, alerts_snoozed=0, source_timestamps_ms=[],
+                            score_causes={}, failures=0, scores={"a": (0, 80.0, "Healthy", "default"),
                                                 "b": (0, 30.0, "insufficient_data", "default")})
     metrics.on_batch(batch, 0.0, 0.0)
     metrics.publish_portfolio()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import orjson
 import redis.asyncio as aioredis
 
-from schemas.outputs import band_label
+from schemas.outputs import band_label, iso
 
 APPLY_UPDATE = """
 local prefix, account, seq = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -167,8 +167,30 @@ class ReadModel:
         return {p for p, ok in zip(builds, await pipe.execute()) if ok}
 
     async def account(self, account_id: str) -> dict | None:
-        raw = await self.client.hget(f"{self.prefix}:account:{account_id}", "record")
-        return orjson.loads(raw) if raw else None
+        """The account's latest score record, with its snooze (`snooze`: until, reason, at) while one runs."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(f"{self.prefix}:account:{account_id}", "record")
+        pipe.get(self.snooze_key(account_id))
+        raw, snooze = await pipe.execute()
+        if not raw:
+            return None
+        record = orjson.loads(raw)
+        if snooze:
+            record["snooze"] = orjson.loads(snooze)
+        return record
+
+    def snooze_key(self, account_id: str) -> str:
+        return f"{self.prefix}:snooze:{account_id}"
+
+    async def set_snooze(self, account_id: str, until: float | None, reason: str, at: float, now: float) -> None:
+        """Show an account's snooze (None: ended) with its record; it expires from Redis when it ends. Every
+        worker writes the snoozes it reads (the same values): at its start all of them, then each new one."""
+        key = self.snooze_key(account_id)
+        if until is None or until <= now:
+            await self.client.delete(key)
+            return
+        value = orjson.dumps({"until": iso(until), "reason": reason, "at": iso(at)})
+        await self.client.set(key, value, ex=max(1, int(until - now)))
 
     async def band_counts(self, bands: list[str]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)

@@ -244,6 +244,9 @@ def show(account_id: str) -> None:
         value = "-" if c["value"] is None else f"{c['value']:.2f}"
         score = "-" if c["score"] is None else f"{c['score']:.0f}"
         click.echo(f"{printable(name):<22}{value:>10}{score:>8}{c['weight']:>8.2f}{c['contribution']:>8.1f}")
+    if record.get("snooze"):
+        snoozed = record["snooze"]
+        click.echo(printable(f"alerts snoozed until {snoozed['until']}: {snoozed['reason']}"))
     if record["changes"]:
         click.echo(f"last change ({record['cause']}): {record['previous_score']} -> {record['score']}: " + ", ".join(
             f"{printable(c['component'])} {c['change']:+.1f}" for c in record["changes"]))
@@ -287,6 +290,92 @@ def publish_model(path: Path) -> None:
     asyncio.run(send())
     signed = ", signed with HEALTH_CONTROL_SECRET" if settings.control_secret else ""
     click.echo(f"model {model.version} published to {settings.topics.control}{signed}")
+
+
+@cli.command()
+@click.argument("account_id")
+@click.option("--until", "until", required=True, metavar="DATE", callback=lambda ctx, param, v: _moment(v),
+              help="ISO 8601 date (2026-12-24: until that day begins, UTC) or date and time")
+@click.option("--reason", required=True, callback=lambda ctx, param, v: _reason(v),
+              help="why, for whoever reads the account (at most 500 characters)")
+@needs(kafka=True)
+def snooze(account_id: str, until: float, reason: str) -> None:
+    """Publish no alert of ACCOUNT_ID until DATE (through the control topic, to every worker)."""
+    from streams.clock import clock_from
+
+    settings = Settings.from_env()
+    now = clock_from(settings.clock_file).now()  # the workers' clock
+    if until <= now:
+        raise click.BadParameter(f"{_iso(until)} is not in the future", param_hint="--until")
+    _send_snooze(settings, _account(account_id), until, reason, now)
+    click.echo(printable(f"{account_id}: alerts snoozed until {_iso(until)} ({reason})"))
+
+
+@cli.command()
+@click.argument("account_id")
+@needs(kafka=True)
+def unsnooze(account_id: str) -> None:
+    """End the snooze of ACCOUNT_ID: its alerts are published again."""
+    from streams.clock import clock_from
+
+    settings = Settings.from_env()
+    _send_snooze(settings, _account(account_id), None, "", clock_from(settings.clock_file).now())
+    click.echo(printable(f"{account_id}: snooze ended"))
+
+
+def _moment(text: str) -> float:
+    """Epoch seconds of an ISO 8601 date (its start, UTC) or date and time (UTC unless it names a zone)."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected an ISO 8601 date or date and time, got {text!r}",
+                                 param_hint="--until") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _reason(text: str) -> str:
+    from streams.worker.control import MAX_SNOOZE_REASON_CHARS
+
+    if not text.strip() or len(text) > MAX_SNOOZE_REASON_CHARS:
+        raise click.BadParameter(f"expected 1 to {MAX_SNOOZE_REASON_CHARS} characters, got {len(text)}",
+                                 param_hint="--reason")
+    return text
+
+
+def _account(account_id: str) -> str:
+    from streams.worker.control import MAX_ACCOUNT_ID_CHARS
+
+    if not 0 < len(account_id) <= MAX_ACCOUNT_ID_CHARS:
+        raise click.BadParameter(f"expected 1 to {MAX_ACCOUNT_ID_CHARS} characters", param_hint="ACCOUNT_ID")
+    return account_id
+
+
+def _iso(ts: float) -> str:
+    from schemas.outputs import iso
+
+    return iso(ts)
+
+
+def _send_snooze(settings: Settings, account_id: str, until: float | None, reason: str, now: float) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from streams.worker.control import snooze_key, snooze_message
+
+    async def send():
+        producer = AIOKafkaProducer(**settings.kafka_options())
+        await producer.start()
+        try:  # one key per account: compaction keeps each account's latest snooze
+            await producer.send_and_wait(settings.topics.control,
+                                         snooze_message(account_id, until, reason, now, settings.control_secret),
+                                         key=snooze_key(account_id), partition=0)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
 
 
 @cli.command("what-if")

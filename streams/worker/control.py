@@ -1,4 +1,4 @@
-"""The control topic: health models rolled out to every worker.
+"""The control topic: health models rolled out to every worker, and operators' snoozes of accounts.
 
 Semantics (the README's "Rolling out a model"):
 
@@ -10,6 +10,10 @@ Semantics (the README's "Rolling out a model"):
 - After that every new model message is rolled out as it arrives. A message that is not a model
   (unknown `type`, not JSON, a model that does not build) is refused, counted by reason and logged
   once; the worker keeps the model it has.
+
+Snoozes (`health snooze` / `unsnooze`) share the topic under the keys `snooze:<account>`: every one is
+taken in offset order, all of them at start (they are small; compaction keeps the latest per account),
+then each as it arrives; see streams.worker.snoozes.
 
 Every worker reads the whole topic without a consumer group. Nothing an operator writes to the
 topic can stop a worker.
@@ -41,6 +45,7 @@ from typing import Awaitable, Callable
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.events import LIMITS
 from streams.core.model import HealthModel
 from streams.core.model_loader import ModelError, model_from_yaml
 from streams.text import printable
@@ -50,6 +55,9 @@ log = logging.getLogger(__name__)
 MODEL_KEY = b"model"
 KEEP_AT_START = 64  # control messages a starting worker looks through for the latest valid model (newest first)
 MESSAGE_TYPE = "model"
+SNOOZE_TYPE = "snooze"
+MAX_ACCOUNT_ID_CHARS = LIMITS.id_chars  # an account id, as the input events bound it
+MAX_SNOOZE_REASON_CHARS = 500
 # outcomes of control messages (the label of health_control_messages_total)
 APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED = "applied", "superseded", "unknown_type", "malformed", "refused"
 UNSIGNED, BAD_SIGNATURE = "unsigned", "bad_signature"  # refused by a worker that has HEALTH_CONTROL_SECRET
@@ -65,11 +73,22 @@ SHORT_SECRET_BYTES = 16  # a signature on the topic lets its readers guess a sho
 
 
 @dataclass(frozen=True)
+class Snooze:
+    """An operator's order: no alert of `account_id` is published until `until` (None: the snooze ends)."""
+
+    account_id: str
+    until: float | None
+    reason: str
+    at: float  # when it was given (epoch seconds)
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """What one control message is: a model (outcome None) or why it was refused."""
+    """What one control message is: a model or a snooze (outcome None), or why it was refused."""
 
     offset: int
     model: HealthModel | None = None
+    snooze: Snooze | None = None
     outcome: str | None = None  # one of REFUSALS when model is None
     reason: str = ""
     signed: bool = False  # the message carries a signature (checked only with a secret)
@@ -84,12 +103,13 @@ def _key(secret: str) -> bytes:
         return secret.encode("utf-8", "surrogatepass")
 
 
-def signed_bytes(kind: str, version: str, model_yaml: str) -> bytes:
-    """What a signature covers: the context, then each field as its 8-byte length and its UTF-8 bytes.
+def signed_bytes(kind: str, *fields: str) -> bytes:
+    """What a signature covers: the context, then the type and each field (a model: its version and YAML;
+    a snooze: the account, the time it ends or "", the reason) as its 8-byte length and its UTF-8 bytes.
     (Lengths, not separators: no field's content can make it read as the end of one field and the start
     of the next.)"""
     parts = [SIGNING_CONTEXT]
-    for field in (kind, version, model_yaml):
+    for field in (kind, *fields):
         data = field.encode("utf-8")  # orjson decodes only valid UTF-8, so this cannot fail on a message
         parts += (len(data).to_bytes(8, "big"), data)
     return b"".join(parts)
@@ -97,8 +117,32 @@ def signed_bytes(kind: str, version: str, model_yaml: str) -> bytes:
 
 def signature(secret: str, version: str, model_yaml: str) -> str:
     """The `signature` field of a model message: scheme, colon, HMAC-SHA256 in lowercase hex."""
-    mac = hmac.new(_key(secret), signed_bytes(MESSAGE_TYPE, version, model_yaml), hashlib.sha256)
-    return f"{SIGNATURE_SCHEME}:{mac.hexdigest()}"
+    return _mac(secret, MESSAGE_TYPE, version, model_yaml)
+
+
+def _mac(secret: str, kind: str, *fields: str) -> str:
+    return f"{SIGNATURE_SCHEME}:{hmac.new(_key(secret), signed_bytes(kind, *fields), hashlib.sha256).hexdigest()}"
+
+
+def snooze_fields(account_id: str, until: float | None, reason: str) -> tuple[str, str, str]:
+    """The fields a snooze's signature covers (the end as repr() of the float, "" to end a snooze)."""
+    return account_id, "" if until is None else repr(float(until)), reason
+
+
+def snooze_message(account_id: str, until: float | None, reason: str, at: float, secret: str | None = None) -> bytes:
+    """The value `health snooze` (until: a time) and `health unsnooze` (until: None) write under snooze_key."""
+    message = {"type": SNOOZE_TYPE, "account_id": account_id, "until": until, "reason": reason, "at": at}
+    if secret is not None:
+        message["signature"] = _mac(secret, SNOOZE_TYPE, *snooze_fields(account_id, until, reason))
+    return orjson.dumps(message)
+
+
+SNOOZE_KEY_PREFIX = b"snooze:"
+
+
+def snooze_key(account_id: str) -> bytes:
+    """One key per account: compaction keeps each account's latest snooze (or its end) however old."""
+    return SNOOZE_KEY_PREFIX + account_id.encode("utf-8", "surrogatepass")
 
 
 def model_message(model_yaml: str, version: str, secret: str | None = None) -> bytes:
@@ -110,18 +154,22 @@ def model_message(model_yaml: str, version: str, secret: str | None = None) -> b
 
 
 def _signature_problem(message: dict, text: str, secret: str) -> tuple[str, str] | None:
-    """(outcome, why) when the message is not signed with `secret`, None when it is."""
+    """(outcome, why) when the model message is not signed with `secret`, None when it is."""
+    version = message.get("version")
+    if message.get("signature") is not None and not isinstance(version, str):
+        return BAD_SIGNATURE, "signed, but 'version' is not a string: the signature cannot cover it"
+    return _mac_problem(message, secret, "publish-model", MESSAGE_TYPE, version, text)
+
+
+def _mac_problem(message: dict, secret: str, command: str, kind: str, *fields) -> tuple[str, str] | None:
     given = message.get("signature")
     if given is None:
-        return UNSIGNED, ("not signed, and HEALTH_CONTROL_SECRET is set: publish it with `health publish-model` "
+        return UNSIGNED, (f"not signed, and HEALTH_CONTROL_SECRET is set: publish it with `health {command}` "
                           "and the same HEALTH_CONTROL_SECRET")
     # the format is checked first (it says nothing about the secret), so compare_digest gets ASCII of one length
     if not isinstance(given, str) or not _SIGNATURE.fullmatch(given):
         return BAD_SIGNATURE, f"'signature' is not {SIGNATURE_SCHEME}:<64 lowercase hex digits>"
-    version = message.get("version")
-    if not isinstance(version, str):
-        return BAD_SIGNATURE, "signed, but 'version' is not a string: the signature cannot cover it"
-    if not hmac.compare_digest(signature(secret, version, text).encode(), given.encode()):
+    if not hmac.compare_digest(_mac(secret, kind, *fields).encode(), given.encode()):
         return BAD_SIGNATURE, ("signature does not match: changed after signing, or signed with another "
                                "HEALTH_CONTROL_SECRET")
     return None
@@ -137,9 +185,11 @@ def judge(offset: int, value: bytes | None, topic: str, secret: str | None = Non
     if not isinstance(message, dict):
         return Verdict(offset, outcome=MALFORMED, reason=f"{source}: expected a JSON object")
     kind = message.get("type")
+    if kind == SNOOZE_TYPE:
+        return _judge_snooze(offset, message, source, secret)
     if kind != MESSAGE_TYPE:
         return Verdict(offset, outcome=UNKNOWN, reason=f"{source}: unknown type {printable(repr(kind), 80)} "
-                                                      f"(expected {MESSAGE_TYPE!r})")
+                                                      f"(expected {MESSAGE_TYPE!r} or {SNOOZE_TYPE!r})")
     text = message.get("yaml")
     if not isinstance(text, str):
         return Verdict(offset, outcome=MALFORMED, reason=f"{source}: expected the model's YAML text in 'yaml'")
@@ -163,15 +213,44 @@ def judge(offset: int, value: bytes | None, topic: str, secret: str | None = Non
                                                        f"{type(err).__name__}: {printable(str(err), 300)}")
 
 
+def _judge_snooze(offset: int, message: dict, source: str, secret: str | None) -> Verdict:
+    account, until, reason, at = (message.get(k) for k in ("account_id", "until", "reason", "at"))
+    if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_ID_CHARS:
+        return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze needs 'account_id', a text of 1 to "
+                                                         f"{MAX_ACCOUNT_ID_CHARS} characters")
+    if until is not None and (isinstance(until, bool) or not isinstance(until, (int, float))
+                              or not -1e12 < until < 1e12):
+        return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze's 'until' is epoch seconds or null")
+    if not isinstance(reason, str) or len(reason) > MAX_SNOOZE_REASON_CHARS:
+        return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze's 'reason' is a text of at most "
+                                                         f"{MAX_SNOOZE_REASON_CHARS} characters")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not -1e12 < at < 1e12:
+        at = 0.0
+    signed = "signature" in message
+    if secret is not None:
+        try:
+            problem = _mac_problem(message, secret, "snooze", SNOOZE_TYPE, *snooze_fields(account, until, reason))
+        except Exception as err:  # noqa: BLE001 - an operator's message must not stop a worker
+            problem = BAD_SIGNATURE, f"cannot check the signature ({type(err).__name__})"
+        if problem is not None:
+            outcome, why = problem
+            return Verdict(offset, outcome=outcome, signed=signed,
+                           reason=f"{source} (snooze of {printable(account, 80)!r}): {why}")
+    return Verdict(offset, snooze=Snooze(account, None if until is None else float(until), reason, float(at)),
+                   signed=signed)
+
+
 class ControlChannel:
     """Reads the control topic: `load` once at start (latest valid model), then `follow`."""
 
     def __init__(self, bootstrap: str, topic: str, *, client_options: dict | None = None,
-                 on_outcome: Callable[[str, bool], None] = lambda outcome, live: None, secret: str | None = None):
+                 on_outcome: Callable[[str, bool], None] = lambda outcome, live: None, secret: str | None = None,
+                 on_snooze: Callable[[Snooze, bool], Awaitable[None]] | None = None):
         self.bootstrap = bootstrap
         self.topic = topic
         self.client_options = client_options or {}
         self.on_outcome = on_outcome
+        self.on_snooze = on_snooze  # every snooze in offset order: all of them at start (live False), then each
         self.secret = secret or None  # None: signatures are not checked (an empty secret would sign nothing)
         self._told_unchecked = False
         self.position: int | None = None  # the next offset to read after load()
@@ -222,6 +301,23 @@ class ControlChannel:
                  ", signature verified" if self.secret is not None else "", self.position)
         return latest.model
 
+    async def _snooze(self, offset: int, value: bytes | None, live: bool) -> None:
+        verdict = judge(offset, value, self.topic, self.secret)  # a snooze is small: judged on the loop
+        if verdict.snooze is None:
+            if verdict.model is not None:  # a model under a snooze key: not the model key, not in force
+                verdict = Verdict(offset, outcome=UNKNOWN, reason=f"{self.topic} message at offset {offset}: a "
+                                                                  f"model under a snooze key")
+            self.on_outcome(verdict.outcome, live)
+            log.error("control message refused: %s", verdict.reason)
+            return
+        await self._apply_snooze(verdict, live)
+
+    async def _apply_snooze(self, verdict: Verdict, live: bool) -> None:
+        self.on_outcome(APPLIED, live)
+        self._tell_unchecked(verdict)
+        if self.on_snooze is not None:
+            await self.on_snooze(verdict.snooze, live)
+
     def _tell_unchecked(self, verdict: Verdict) -> None:
         """Once: signed models arrive but this worker has no secret, so anyone can still change its model."""
         if verdict.signed and self.secret is None and not self._told_unchecked:
@@ -255,6 +351,9 @@ class ControlChannel:
                     following = record.offset + 1
                     if record.offset >= end:
                         break
+                    if record.key is not None and record.key.startswith(SNOOZE_KEY_PREFIX):
+                        await self._snooze(record.offset, record.value, live=False)  # every one, in order
+                        continue
                     if len(kept) == KEEP_AT_START:
                         self.dropped += 1
                     kept.append((record.offset, record.value))
@@ -279,7 +378,13 @@ class ControlChannel:
                 for record in batch.get(tp, ()):
                     self.position = record.offset + 1  # a restarted reader goes on from here
                     # a model at the limits takes about a second to build: not on the event loop
+                    if record.key is not None and record.key.startswith(SNOOZE_KEY_PREFIX):
+                        await self._snooze(record.offset, record.value, live=True)
+                        continue
                     verdict = await asyncio.to_thread(judge, record.offset, record.value, self.topic, self.secret)
+                    if verdict.snooze is not None:  # a snooze under another key: taken all the same
+                        await self._apply_snooze(verdict, live=True)
+                        continue
                     if verdict.model is None:
                         self.on_outcome(verdict.outcome, True)
                         log.error("control message refused, keeping the current model: %s", verdict.reason)

@@ -199,6 +199,10 @@ class HealthMetrics:
         self.score_updates = Counter("health_score_updates_total", "Score updates published, by cause",
                                      ["cause"], registry=r)
         self.alerts = Counter("health_alerts_total", "Alerts published, by type", ["type"], registry=r)
+        self.alerts_snoozed = Counter("health_alerts_snoozed_total",
+                                      "Alerts not published because an operator snoozed the account", registry=r)
+        self.snoozed_accounts = Gauge("health_snoozed_accounts", "Accounts snoozed now (every worker knows all)",
+                                      registry=r)
         self.alerts_held_back = Counter("health_alerts_held_back_total",
                                         "Alerts not published because the events behind them are older than the "
                                         "model's alerts.history_horizon_hours (a replay, a backfill)", registry=r)
@@ -287,6 +291,8 @@ class HealthMetrics:
             self.alerts.labels(alert_type).inc(n)
         if result.alerts_held_back:
             self.alerts_held_back.inc(result.alerts_held_back)
+        if result.alerts_snoozed:
+            self.alerts_snoozed.inc(result.alerts_snoozed)
         if result.outcomes:
             self.batch_seconds.observe(seconds)
             self.batch_events.observe(sum(result.outcomes.values()))

@@ -14,11 +14,12 @@ import time
 
 from faust.web import Request, Response
 
-from schemas.outputs import INSUFFICIENT_DATA
+from schemas.outputs import INSUFFICIENT_DATA, iso
 
 from streams.worker.batching import HealthApp, RecordBatch, kafka_producer, put_table_value
 from streams.worker.broker_watch import BrokerWatch
-from streams.worker.control import ControlChannel
+from streams.worker.control import ControlChannel, Snooze
+from streams.worker.snoozes import Snoozes
 from streams.sinks.kafka_batches import send_records
 from streams.clock import Clock, idle
 from streams.core.model_loader import load_model
@@ -48,8 +49,10 @@ class Pipeline:
         self.kinds = topics.inputs()
         self.model = load_model(settings.model_path)
         self.model_mtime = _mtime(settings.model_path)
+        self.snoozes = Snoozes()
+        self.snooze_display_failing = False
         self.processor = HealthProcessor(self.model, OutputTopics(topics.scores, topics.alerts, topics.deadletter),
-                                         self.kinds, n, settings.max_event_bytes)
+                                         self.kinds, n, settings.max_event_bytes, self.snoozes)
         # internal=True: the worker declares every topic with the configured partitions (co-partitioning)
         self.inputs = app.topic(*self.kinds, key_type=bytes, value_type=bytes, partitions=n, internal=True)
         # the score topic is compacted by account (after a week): a read model rebuild finds every latest score
@@ -64,7 +67,7 @@ class Pipeline:
         self.control_channel = ControlChannel(settings.bootstrap_servers, topics.control,
                                               client_options=kafka_security,
                                               on_outcome=metrics.on_control_message,
-                                              secret=settings.control_secret)
+                                              secret=settings.control_secret, on_snooze=self.on_snooze)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
         self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
@@ -261,6 +264,25 @@ class Pipeline:
         model = await self.control_channel.load()
         if model is not None and model.fingerprint != self.model.fingerprint:
             self.use_model(model)
+
+    async def on_snooze(self, snooze: Snooze, live: bool) -> None:
+        """An operator's snooze (or its end) from the control topic: in force for the alerts of this worker at
+        once, and shown with the account's record in Redis (best effort: Redis may be away)."""
+        now = self.clock.now()
+        self.snoozes.apply(snooze, now)
+        self.metrics.snoozed_accounts.set(len(self.snoozes))
+        if live:
+            until = "ended" if snooze.until is None else f"until {iso(snooze.until)}"
+            log.info("account %r snoozed %s: %s", printable(snooze.account_id, 80), until,
+                     printable(snooze.reason, 200))
+        try:
+            await self.read_model.set_snooze(snooze.account_id, snooze.until, snooze.reason, snooze.at, now)
+            self.snooze_display_failing = False
+        except Exception as err:  # noqa: BLE001 - Redis away: the snooze holds; only its display waits
+            if not self.snooze_display_failing:  # once, not once per snooze of a long topic
+                self.snooze_display_failing = True
+                log.warning("could not show the snooze of %r in Redis (%s: %s); it is in force all the same",
+                            printable(snooze.account_id, 80), type(err).__name__, printable(str(err), 200))
 
     def use_model(self, model) -> None:
         log.info("health model %s in use (was %s)", printable(model.version, 80), printable(self.model.version, 80))

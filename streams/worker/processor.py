@@ -32,6 +32,7 @@ from aiokafka.partitioner import murmur2
 
 from schemas import outputs
 from schemas.events import InvalidEvent, decode_event
+from streams.worker.snoozes import Snoozes
 from streams.core.engine import (AccountUpdate, ScoreSnapshot, apply_events, last_score, needs_reevaluation,
                                  reevaluate, score_snapshot, snapshot_score)
 from streams.core.model import HealthModel
@@ -76,6 +77,7 @@ class BatchResult:
     score_causes: Counter = field(default_factory=Counter)  # cause -> score updates
     alerts: Counter = field(default_factory=Counter)  # alert type -> count
     alerts_held_back: int = 0  # alerts not raised: the events behind them are history (a replay, a backfill)
+    alerts_snoozed: int = 0  # alerts not published: their account is snoozed
     source_timestamps_ms: list[int] = field(default_factory=list)  # of the records behind each score update
     scores: dict[str, tuple[int, float | None, str | None, str]] = field(default_factory=dict)
     # account -> (partition, score, band, segment) of its new score, for the band and segment gauges
@@ -91,8 +93,9 @@ class OutputTopics:
 
 class HealthProcessor:
     def __init__(self, model: HealthModel, topics: OutputTopics, input_kinds: dict[str, str], partitions: int,
-                 max_event_bytes: int = 65536):
+                 max_event_bytes: int = 65536, snoozes: Snoozes | None = None):
         self.model = model
+        self.snoozes = snoozes if snoozes is not None else Snoozes()  # operators' snoozes: alerts not published
         self.topics = topics
         self.input_kinds = input_kinds  # input topic -> event kind
         self.partitions = partitions
@@ -229,7 +232,10 @@ class HealthProcessor:
                 partition: int, cause: str, now: float, newest_ts: int | None) -> "_Settled | None":
         """Turn a core update into the envelope to write and the outputs to publish after it (None: nothing
         to write)."""
-        if not update.state_changed and update.score is None and not update.alerts:
+        alerts, snoozed = update.alerts, 0
+        if alerts and self.snoozes.active(account_id, now) is not None:
+            alerts, snoozed = (), len(alerts)  # the alert state moved on: nothing is raised after the snooze
+        if not update.state_changed and update.score is None and not alerts:
             return None
         envelope.state = update.state
         envelope.published = False
@@ -244,13 +250,13 @@ class HealthProcessor:
                 [[c.component, c.score_before, c.score_after, c.contribution_before, c.contribution_after]
                  for c in changes])
             envelope.published = True
-        envelope.alerts = [outputs.alert_event(a.to_dict()) for a in update.alerts]
+        envelope.alerts = [outputs.alert_event(a.to_dict()) for a in alerts]
         value = envelope.dump()
         if len(value) > MAX_RECORD_BYTES:
             raise StateTooLarge(f"the account's state would be {len(value):,} bytes, over the limit of "
                                 f"{MAX_RECORD_BYTES:,} (MAX_RECORD_BYTES)")
         return _Settled(account_id, partition, value, self._outbox(envelope, account_id, partition, score=update.score),
-                        cause, update.score, newest_ts, update.alerts, update.held_back)
+                        cause, update.score, newest_ts, alerts, update.held_back, snoozed)
 
     def _outbox(self, envelope: "Envelope", account_id: str, partition: int, snapshot: ScoreSnapshot | None = None,
                 score=None) -> list[Output]:
@@ -302,6 +308,7 @@ class _Settled:
     newest_ts: int | None
     alerts: tuple
     held_back: int = 0
+    snoozed: int = 0
 
     def record(self, result: BatchResult) -> None:
         score = self.score
@@ -314,6 +321,7 @@ class _Settled:
         for alert in self.alerts:
             result.alerts[alert.type] += 1
         result.alerts_held_back += self.held_back
+        result.alerts_snoozed += self.snoozed
         result.writes[self.account_id] = (self.partition, self.value)
         result.outputs += self.outputs
 

@@ -117,10 +117,11 @@ def test_prometheus_sees_the_events_and_band_gauges_add_up_to_the_scored_account
         check("the band gauges to add up to the scored accounts",
               lambda: prometheus.value("sum(health_accounts)") == scored)
 
-        # per band, the gauges equal the read model's band sets
+        # per band (and insufficient_data: scored, no band), the gauges equal the read model's band sets
         by_band = {r["metric"]["band"]: float(r["value"][1])
                    for r in prometheus.query("sum by (band) (health_accounts)")}
-        assert by_band == {b.name: redis_client.scard(f"{unique}:band:{b.name}") for b in model.bands}
+        assert by_band == {name: redis_client.scard(f"{unique}:band:{name}")
+                           for name in [b.name for b in model.bands] + ["insufficient_data"]}
         assert prometheus.value("sum(health_active_partitions)") == int(worker_env["HEALTH_PARTITIONS"])
         assert prometheus.value("sum(health_rebalances_total)") >= 1
         lag = prometheus.query("health_consumer_lag")
