@@ -142,7 +142,9 @@ def test_the_readme_commands_see_the_demo_data_with_its_exports(stack, tmp_path)
         preview = subprocess.run(health_command() + ["what-if", str(DEFAULT_MODEL)], env=another_terminal,
                                  capture_output=True, text=True)
         assert preview.returncode == 0, preview.stderr
-        assert preview.stdout.startswith("10 accounts; "), preview.stdout
+        # compared with the model the demo's worker runs: its file, as nothing is on the control topic
+        assert preview.stdout.startswith("model in force: 2025.1 (from HEALTH_MODEL "), preview.stdout
+        assert "\n10 accounts; 2025.1 -> 2025.1\n" in preview.stdout, preview.stdout
     finally:
         demo.send_signal(signal.SIGTERM)  # the demo stops its worker and cleans up, as on Ctrl-C
         demo.wait(60)

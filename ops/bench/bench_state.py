@@ -52,13 +52,15 @@ from streams.topics import changelog_topic, create_topics  # noqa: E402
 LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
 
 
-def template_values(templates: int, partitions: int, end: float, seed: int, intensity: float = 1.0) -> list[bytes]:
+def template_values(templates: int, partitions: int, end: float, seed: int, intensity: float = 1.0,
+                    model=None) -> list[bytes]:
     """Table values of `templates` simulated accounts after 60 days, scored by the worker's processor.
     Their outboxes are emptied: they stand for states whose outputs were published long ago."""
     events = list(history(customer_base(templates, CustomerMix(), seed), end - 60 * DAY, end - 60, seed,
                           intensity=intensity))
     [fetch] = as_fetches(events, partitions, 1)
-    result = processor_for(load_model(DEFAULT_MODEL_PATH), partitions).process(fetch, {}.get, end)
+    model = model if model is not None else load_model(DEFAULT_MODEL_PATH)
+    result = processor_for(model, partitions).process(fetch, {}.get, end)
     values = []
     for _, value in result.writes.values():
         envelope = orjson.loads(value)
@@ -175,6 +177,25 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
             "rollout_rescored": int(rescored), "rollout_score_updates": len(updates)}
 
 
+def state_sizes(templates: int, partitions: int, seed: int, intensity: float) -> dict:
+    """Table value bytes (mean, p99, max) of the templates under the shipped model and under the same model
+    with every kind a day late at most (before issue 11 gave the synced kinds a week): the week's cost.
+    In process, no broker."""
+    import yaml
+
+    from streams.core import parse_model
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["state"]["allowed_lateness_seconds"] = 86400
+    out = {}
+    end = time.time()
+    for name, model in (("one_day", parse_model(doc)), ("shipped", load_model(DEFAULT_MODEL_PATH))):
+        sizes = sorted(len(v) for v in template_values(templates, partitions, end, seed, intensity, model))
+        out[name] = {"mean": round(sum(sizes) / len(sizes)), "p99": sizes[min(len(sizes) - 1, len(sizes) * 99 // 100)],
+                     "max": sizes[-1]}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -185,7 +206,13 @@ def main() -> None:
     parser.add_argument("--intensity", type=float, default=1.0,
                         help="the simulator's activity (1.0: its default, ~52 events per account and day)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "state.json")
+    parser.add_argument("--sizes", action="store_true",
+                        help="only the state bytes, one-day lateness against the shipped model's (no broker)")
     args = parser.parse_args()
+    if args.sizes:
+        for name, figures in state_sizes(args.templates, args.partitions, args.seed, args.intensity).items():
+            print(f"{name:<10}" + "  ".join(f"{k} {v:,} B" for k, v in figures.items()))
+        return
     result = run(args.bootstrap, args.accounts, args.partitions, args.templates, args.seed,
                  Path(tempfile.mkdtemp(prefix="bench-state-")), args.intensity)
     for key, value in result.items():

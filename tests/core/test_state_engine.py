@@ -252,7 +252,8 @@ def _state_sizes(model) -> list[int]:
 
 def test_state_size_under_4kb_after_90_days():
     # with every kind a day late at most; the week the default model allows syncs (tickets, surveys,
-    # attributes) keeps a week of their fingerprints: about 200 bytes more (measured in BENCHMARKS.md)
+    # attributes) keeps a week of their fingerprints: about 200 bytes more here, 1.1 KB at the simulator's
+    # default activity (bench_state.py --sizes, BENCHMARKS.md)
     doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
     doc["state"]["allowed_lateness_seconds"] = 86400
     sizes = _state_sizes(parse_model(doc))
