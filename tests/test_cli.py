@@ -154,3 +154,11 @@ def test_the_readme_commands_see_the_demo_data_with_its_exports(stack, tmp_path)
     assert "\033" not in text  # a pipe: no colour
     for noise in ("Traceback", "Unclosed", "Task was destroyed", "Got error produce response"):
         assert noise not in text, text
+
+
+def test_the_demo_says_what_moved_or_what_stands():
+    from streams.tools.demo import _changes
+
+    assert _changes([{"component": "csat", "change": -12.5, "contribution_after": 3.0}]) == "csat -12.5"
+    # nothing changed since the alert's reference (a trend judged on a later day): the points, not +0.0
+    assert _changes([{"component": "usage_trend", "change": 0.0, "contribution_after": 7.3}]) == "usage_trend 7.3 pts"

@@ -180,7 +180,10 @@ def band(name: str | None) -> str:
 
 
 def _changes(changes: list) -> str:
-    return ", ".join(f"{printable(c['component'])} {c['change']:+.1f}" for c in changes[:3])
+    """The three largest changes; an alert with nothing changed since its reference (a trend judged on a
+    later day) lists the components as they stand: their points, not +0.0."""
+    return ", ".join(f"{printable(c['component'])} {c['change']:+.1f}" if c["change"] else
+                     f"{printable(c['component'])} {c['contribution_after']:.1f} pts" for c in changes[:3])
 
 
 async def follow(settings: Settings, sim: SimulatedTime, say: Printer) -> None:
