@@ -85,3 +85,28 @@ def test_a_snoozed_accounts_alerts_are_not_published_but_its_scores_are():
     snoozes.apply(Snooze("acme", None, "", NOW), NOW)
     result, outputs = rate(2, 90)  # the move back is news again
     assert [o["type"] for o in outputs if "specversion" in o] == ["health.band.recovered"]
+
+
+def test_what_a_worker_could_not_show_or_hold_is_refused_before_it_costs_anything():
+    import asyncio
+
+    from streams.worker.control import UNKNOWN, ControlChannel, _not_a_stray_snooze
+
+    # an end past the year 9999 cannot be shown as a time: refused, not a crash of the reader
+    assert judge(1, snooze_message("acme", 5e11, "x", NOW), "t.control").outcome == MALFORMED
+    # a large message under a snooze key is not parsed on the event loop
+    outcomes = []
+    taken = []
+
+    async def on_snooze(snooze, live):
+        taken.append(snooze)
+
+    channel = ControlChannel("127.0.0.1:1", "t.control", on_outcome=lambda o, live: outcomes.append(o),
+                             on_snooze=on_snooze)
+    big = orjson.dumps({"type": "model", "version": "x", "yaml": "#" * 10_000})
+    asyncio.run(channel._snooze(2, big, live=True))
+    asyncio.run(channel._snooze(3, snooze_message("acme", NOW + 60, "x", NOW), live=True))
+    assert outcomes == [MALFORMED, "applied"] and [s.account_id for s in taken] == ["acme"]
+    # a snooze under another key (the model's) is refused alike at start and while running
+    stray = _not_a_stray_snooze(judge(4, snooze_message("acme", NOW + 60, "x", NOW), "t.control"))
+    assert stray.outcome == UNKNOWN and "not under its key" in stray.reason

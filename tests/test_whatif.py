@@ -27,3 +27,14 @@ def test_the_accounts_that_change_band_come_largest_change_first_with_each_compo
         ("b", "Healthy", "At Risk", 80.0, 40.0)]
     assert report.moved == 3 and report.mean_before == 72.5 and report.mean_after == 36.25
     assert report.components == {"rating": ((20.0, 80.0, 100.0), (10.0, 40.0, 50.0))}
+
+
+def test_an_account_scored_without_a_band_is_reported_as_such():
+    current = attr_model({"a": {}, "b": {}})
+    candidate = attr_model({"a": {}, "b": {}}, version="strict", min_coverage=0.75)
+    state = apply_events(None, "x", [attrs("x", T0, a=90)], current, T0 + 60).state  # half the weight
+    report = compare({"x": state}, current, candidate, T0 + 60)
+    assert report.before == {"Healthy": 1} and report.after == {"insufficient_data": 1}
+    (change,) = report.changes
+    assert (change.band_before, change.band_after, change.score_before, change.score_after) == (
+        "Healthy", "insufficient_data", 90.0, 90.0)

@@ -99,7 +99,7 @@ def day_of_date(v: object) -> int | None:
     if s[4] != "-" or s[7] != "-" or not (digits.isascii() and digits.isdigit()):
         return None
     year, month, day = int(y), int(m), int(d)
-    if not 1 <= month <= 12 or not 1 <= day <= _MONTH_DAYS[month - 1]:
+    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= _MONTH_DAYS[month - 1]:
         return None
     if month == 2 and day == 29 and not (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)):
         return None

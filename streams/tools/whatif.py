@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from schemas.outputs import INSUFFICIENT_DATA, band_label
 from streams.core import AccountState, HealthModel, current_score
 from streams.connections import start_client
 from streams.worker.envelope import decode_state
@@ -80,6 +81,7 @@ class BandChange:
         if self.score_before is None or self.score_after is None:
             return 100.0
         return abs(self.score_after - self.score_before)
+    # (band_before / band_after: a band, insufficient_data, or "no score")
 
 
 @dataclass
@@ -114,10 +116,11 @@ def compare(states: dict[str, AccountState], current: HealthModel, candidate: He
     for account, state in states.items():
         a = current_score(state, account, current, now)
         b = current_score(state, account, candidate, now)
-        before[a.band or "no score"] += 1
-        after[b.band or "no score"] += 1
-        if a.band != b.band:
-            changes.append(BandChange(account, a.band, b.band, a.score, b.score))
+        band_a, band_b = band_label(a.score, a.band) or "no score", band_label(b.score, b.band) or "no score"
+        before[band_a] += 1
+        after[band_b] += 1
+        if band_a != band_b:
+            changes.append(BandChange(account, band_a, band_b, a.score, b.score))
         if a.score is not None and b.score is not None:
             totals[0] += a.score
             totals[1] += b.score
@@ -127,7 +130,8 @@ def compare(states: dict[str, AccountState], current: HealthModel, candidate: He
                 if component.score is not None:
                     scores.setdefault(name, ([], []))[side].append(component.score)
     n = totals[2] or 1
-    names = list(dict.fromkeys([b.name for b in current.bands] + [b.name for b in candidate.bands] + ["no score"]))
+    names = list(dict.fromkeys([b.name for b in current.bands] + [b.name for b in candidate.bands]
+                               + [INSUFFICIENT_DATA, "no score"]))
     changes.sort(key=lambda c: (-c.size, c.account_id))
     return WhatIf(names, before, after, len(changes), totals[0] / n, totals[1] / n, changes,
                   {name: (percentiles(pair[0]), percentiles(pair[1])) for name, pair in sorted(scores.items())})

@@ -58,6 +58,8 @@ MESSAGE_TYPE = "model"
 SNOOZE_TYPE = "snooze"
 MAX_ACCOUNT_ID_CHARS = LIMITS.id_chars  # an account id, as the input events bound it
 MAX_SNOOZE_REASON_CHARS = 500
+MAX_SNOOZE_BYTES = 4096  # a snooze message (judged on the event loop: bounded before it is parsed)
+MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z: the last time an ISO 8601 timestamp can show
 # outcomes of control messages (the label of health_control_messages_total)
 APPLIED, SUPERSEDED, UNKNOWN, MALFORMED, REFUSED = "applied", "superseded", "unknown_type", "malformed", "refused"
 UNSIGNED, BAD_SIGNATURE = "unsigned", "bad_signature"  # refused by a worker that has HEALTH_CONTROL_SECRET
@@ -219,12 +221,13 @@ def _judge_snooze(offset: int, message: dict, source: str, secret: str | None) -
         return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze needs 'account_id', a text of 1 to "
                                                          f"{MAX_ACCOUNT_ID_CHARS} characters")
     if until is not None and (isinstance(until, bool) or not isinstance(until, (int, float))
-                              or not -1e12 < until < 1e12):
-        return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze's 'until' is epoch seconds or null")
+                              or not 0 <= until <= MAX_EPOCH):
+        return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze's 'until' is epoch seconds up to the "
+                                                         f"year 9999, or null")
     if not isinstance(reason, str) or len(reason) > MAX_SNOOZE_REASON_CHARS:
         return Verdict(offset, outcome=MALFORMED, reason=f"{source}: a snooze's 'reason' is a text of at most "
                                                          f"{MAX_SNOOZE_REASON_CHARS} characters")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not -1e12 < at < 1e12:
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not 0 <= at <= MAX_EPOCH:
         at = 0.0
     signed = "signature" in message
     if secret is not None:
@@ -238,6 +241,16 @@ def _judge_snooze(offset: int, message: dict, source: str, secret: str | None) -
                            reason=f"{source} (snooze of {printable(account, 80)!r}): {why}")
     return Verdict(offset, snooze=Snooze(account, None if until is None else float(until), reason, float(at)),
                    signed=signed)
+
+
+def _not_a_stray_snooze(verdict: Verdict) -> Verdict:
+    """A snooze is taken only under its account's snooze key (where compaction keeps the latest and every worker
+    takes all of them at start); one under another key is refused, alike at start and while running."""
+    if verdict.snooze is None:
+        return verdict
+    return Verdict(verdict.offset, outcome=UNKNOWN, signed=verdict.signed,
+                   reason=f"a snooze of {printable(verdict.snooze.account_id, 80)!r} not under its key "
+                          f"snooze:<account> (publish it with `health snooze`)")
 
 
 class ControlChannel:
@@ -271,7 +284,7 @@ class ControlChannel:
         latest: Verdict | None = None
         refused: list[Verdict] = []
         for position, (offset, value) in enumerate(reversed(records)):
-            verdict = await asyncio.to_thread(judge, offset, value, self.topic, self.secret)
+            verdict = _not_a_stray_snooze(await asyncio.to_thread(judge, offset, value, self.topic, self.secret))
             if verdict.model is not None:
                 latest = verdict
                 for _ in range(len(records) - position - 1 + self.dropped):
@@ -302,7 +315,12 @@ class ControlChannel:
         return latest.model
 
     async def _snooze(self, offset: int, value: bytes | None, live: bool) -> None:
-        verdict = judge(offset, value, self.topic, self.secret)  # a snooze is small: judged on the loop
+        if value is not None and len(value) > MAX_SNOOZE_BYTES:
+            verdict = Verdict(offset, outcome=MALFORMED, reason=f"{self.topic} message at offset {offset}: "
+                                                                f"{len(value):,} bytes under a snooze key (a snooze "
+                                                                f"is at most {MAX_SNOOZE_BYTES:,})")
+        else:
+            verdict = judge(offset, value, self.topic, self.secret)  # small: judged on the loop
         if verdict.snooze is None:
             if verdict.model is not None:  # a model under a snooze key: not the model key, not in force
                 verdict = Verdict(offset, outcome=UNKNOWN, reason=f"{self.topic} message at offset {offset}: a "
@@ -381,10 +399,8 @@ class ControlChannel:
                     if record.key is not None and record.key.startswith(SNOOZE_KEY_PREFIX):
                         await self._snooze(record.offset, record.value, live=True)
                         continue
-                    verdict = await asyncio.to_thread(judge, record.offset, record.value, self.topic, self.secret)
-                    if verdict.snooze is not None:  # a snooze under another key: taken all the same
-                        await self._apply_snooze(verdict, live=True)
-                        continue
+                    verdict = _not_a_stray_snooze(
+                        await asyncio.to_thread(judge, record.offset, record.value, self.topic, self.secret))
                     if verdict.model is None:
                         self.on_outcome(verdict.outcome, True)
                         log.error("control message refused, keeping the current model: %s", verdict.reason)

@@ -269,12 +269,17 @@ class Pipeline:
         """An operator's snooze (or its end) from the control topic: in force for the alerts of this worker at
         once, and shown with the account's record in Redis (best effort: Redis may be away)."""
         now = self.clock.now()
-        self.snoozes.apply(snooze, now)
+        taken = self.snoozes.apply(snooze, now)
+        self.snoozes.expire(now)
         self.metrics.snoozed_accounts.set(len(self.snoozes))
+        if not taken:
+            return  # over the bound (logged): not in force, so not shown either
         if live:
             until = "ended" if snooze.until is None else f"until {iso(snooze.until)}"
             log.info("account %r snoozed %s: %s", printable(snooze.account_id, 80), until,
                      printable(snooze.reason, 200))
+        elif self.snooze_display_failing or (snooze.until is not None and snooze.until <= now):
+            return  # at start: Redis away (said once), or a lapsed snooze (its key expired with it)
         try:
             await self.read_model.set_snooze(snooze.account_id, snooze.until, snooze.reason, snooze.at, now)
             self.snooze_display_failing = False

@@ -150,7 +150,7 @@ def evaluate_alerts(state: AlertState, old: AccountScore | None, new: AccountSco
     score, new score) -> (new alert state, alerts). The caller's state is not mutated. `components`: the
     model's component names (default: the new score's, sorted; give them when the set changes)."""
     names = tuple(sorted(new.components)) if components is None else components
-    if new.score is None:
+    if new.score is None or new.band is None:  # as the engine: no band, no alert transition
         return AlertState.from_dict(state.to_dict()), []
     comps = new.components
     scores = [comps[th.component].score if th.component in comps else None for th in rules.component_thresholds]

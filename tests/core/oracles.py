@@ -186,7 +186,7 @@ def compute(m: Measure, measures: Mapping[str, Measure], src, today: int, attrs:
         v = attrs.get(m.attribute)
         if isinstance(v, bool) or not isinstance(v, (str, int)):
             return None
-        return dict(m.points).get(str(v).strip().lower())
+        return dict(m.points).get(str(v).strip().casefold())
     raise ValueError(f"unknown measure type {t!r}")
 
 
@@ -200,8 +200,11 @@ def _date_day(v) -> int | None:
         return int(v // 86400) if -1e12 < v < 1e12 else None
     if not isinstance(v, str) or len(v.strip()) < 10 or (len(v.strip()) > 10 and v.strip()[10] not in "Tt "):
         return None
+    head = v.strip()[:10]
+    if not (head[4] == head[7] == "-" and (head[:4] + head[5:7] + head[8:]).isdigit()):  # YYYY-MM-DD only
+        return None
     try:
-        return (datetime.date.fromisoformat(v.strip()[:10]) - datetime.date(1970, 1, 1)).days
+        return (datetime.date.fromisoformat(head) - datetime.date(1970, 1, 1)).days
     except ValueError:
         return None
 
@@ -219,7 +222,7 @@ def reference_alerts(state: AlertState, old: AccountScore | None, new: AccountSc
                     dict(state.history), state.score_below, state.fallen, state.snapshot)
     alerts: list[Alert] = []
     score = new.score
-    if score is None:
+    if score is None or new.band is None:  # no data, or too little for a band: nothing to alert on
         return st, alerts
     today = day_of(now)
     when = now if time is None else time

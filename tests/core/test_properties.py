@@ -69,8 +69,9 @@ account_st = st.builds(
                     st.one_of(st.none(), st.integers(0, 120), st.sampled_from([99.95, 99.2, 96.0]),
                               st.sampled_from(["onboarding", "enterprise", "starter"]),
                               st.sampled_from(["2024-11-30", "2025-02-29", "2025-03-01T00:00:00Z", "soon",
-                                               float(T0 + 40 * DAY)]),
-                              st.sampled_from(["Positive", " neutral", "NEGATIVE", "meh"])), min_size=1, max_size=3))
+                                               float(T0 + 40 * DAY), "2027-W10-1", "0000-01-01", "2024-1-05"]),
+                              st.sampled_from(["Positive", " neutral", "NEGATIVE", "meh", "POSİTİVE"])),
+                    min_size=1, max_size=3))
 spec_st = st.lists(st.one_of(usage_st, usage_st, usage_st, ticket_st, survey_st, account_st), min_size=1, max_size=120)
 
 
