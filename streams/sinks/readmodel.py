@@ -18,6 +18,8 @@ the updates, and only if it still exists; the sink rebuilds a partition whose ma
 """
 from __future__ import annotations
 
+import time
+
 import orjson
 import redis.asyncio as aioredis
 
@@ -168,29 +170,30 @@ class ReadModel:
 
     async def account(self, account_id: str) -> dict | None:
         """The account's latest score record, with its snooze (`snooze`: until, reason, at) while one runs."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(f"{self.prefix}:account:{account_id}", "record")
-        pipe.get(self.snooze_key(account_id))
-        raw, snooze = await pipe.execute()
-        if not raw:
+        key = f"{self.prefix}:account:{account_id}"
+        pipe = self.client.pipeline(transaction=False)  # two HGETs: the commands its Redis user has
+        pipe.hget(key, "record")
+        pipe.hget(key, "snooze")
+        record, snooze = await pipe.execute()
+        if not record:
             return None
-        record = orjson.loads(raw)
+        out = orjson.loads(record)
         if snooze:
-            record["snooze"] = orjson.loads(snooze)
-        return record
-
-    def snooze_key(self, account_id: str) -> str:
-        return f"{self.prefix}:snooze:{account_id}"
+            shown = orjson.loads(snooze)
+            if shown.get("until_ts", 0) > time.time():  # lapsed: its end is past (the workers' clock is real time)
+                out["snooze"] = {k: shown[k] for k in ("until", "reason", "at")}
+        return out
 
     async def set_snooze(self, account_id: str, until: float | None, reason: str, at: float, now: float) -> None:
-        """Show an account's snooze (None: ended) with its record; it expires from Redis when it ends. Every
-        worker writes the snoozes it reads (the same values): at its start all of them, then each new one."""
-        key = self.snooze_key(account_id)
+        """Show an account's snooze (None: ended) with its record, in its hash (the commands the read model's
+        Redis user has already). Every worker writes the snoozes it reads (the same values): at its start all
+        of them, then each new one."""
+        key = f"{self.prefix}:account:{account_id}"
         if until is None or until <= now:
-            await self.client.delete(key)
+            await self.client.hset(key, "snooze", "")
             return
-        value = orjson.dumps({"until": iso(until), "reason": reason, "at": iso(at)})
-        await self.client.set(key, value, ex=max(1, int(until - now)))
+        value = orjson.dumps({"until": iso(until), "until_ts": until, "reason": reason, "at": iso(at)})
+        await self.client.hset(key, "snooze", value)
 
     async def band_counts(self, bands: list[str]) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)
