@@ -40,8 +40,10 @@ class AccountUpdate:
 
 
 def apply_events(state: AccountState | None, account_id: str, events: Sequence[Event],
-                 model: HealthModel, now: float) -> AccountUpdate:
-    """Fold a batch of one account's events into its state and rescore what they affect."""
+                 model: HealthModel, now: float, *, historic: bool = False) -> AccountUpdate:
+    """Fold a batch of one account's events into its state and rescore what they affect. `historic`: the
+    caller knows the evaluation is history whatever the events' times (a worker catching up on a backlog):
+    bands are tracked, no alert is raised."""
     plan = plan_of(model)
     cfg = model.state
     st = state if state is not None else AccountState.new(now, cfg)
@@ -79,17 +81,18 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
                        tuple(per_event), (), None)
     st.prune_fingerprints(cfg)
     return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
-                    applied_ids, latest, tuple(per_event))
+                    applied_ids, latest, tuple(per_event), historic)
 
 
-def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float) -> AccountUpdate:
+def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
+               historic: bool = False) -> AccountUpdate:
     """Full recompute (timer: windows slid; model rollout). Publishes only a changed score."""
     cfg = model.state
     today = day_of(now)
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
     return _rescore(plan_of(model), state, account_id, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
-                    [], None, ())
+                    [], None, (), historic)
 
 
 def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float) -> bool:
@@ -153,7 +156,8 @@ def _legacy(rows: list) -> bool:
 
 def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: int,
              outcomes: dict[str, int], rejected: tuple, full: bool, affected: int,
-             applied_ids: list[str], latest: float | None, per_event: tuple[str, ...]) -> AccountUpdate:
+             applied_ids: list[str], latest: float | None, per_event: tuple[str, ...],
+             historic: bool = False) -> AccountUpdate:
     pub = st.pub
     fp = plan.fingerprint
     old_rows = None  # the previous rows, when evaluated under this model
@@ -196,7 +200,7 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
 
         rules = plan.alerts
         # the events behind this evaluation are history (a replay, a backfill): track, publish nothing
-        historic = latest is not None and now - latest > rules.history_horizon_seconds
+        historic = historic or latest is not None and now - latest > rules.history_horizon_seconds
         st.al, raised, held = transition(
             st.al, total, pub["s"] if pub is not None else None,
             [rows[i][1] if i is not None and rows[i] else None for i in plan.threshold_index],

@@ -134,6 +134,30 @@ def consumer_position(consumer, tp: TP) -> int:
     return position
 
 
+def input_backlog(consumer, topics, from_offsets: dict | None = None) -> int:
+    """Records of `topics` on this consumer's assigned partitions not yet processed: per partition, its high
+    watermark minus `from_offsets[tp]` (the first offset of a fetch being processed) or else one past the last
+    offset read; the largest over the partitions (0 when none is known yet)."""
+    topics = set(topics)
+    from_offsets = from_offsets or {}
+    largest = 0
+    for tp in consumer.assignment():
+        if tp.topic not in topics:
+            continue
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - not fetched yet, or just revoked: nothing known
+            continue
+        if highwater is None:
+            continue
+        position = from_offsets.get(tp)
+        if position is None:
+            read = consumer._read_offset.get(tp)
+            position = read + 1 if read is not None else consumer_position(consumer, tp)
+        largest = max(largest, highwater - position)
+    return largest
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer whose fetch loop hands the input topics' records to the agent a fetch at a time."""
 

@@ -16,7 +16,7 @@ from faust.web import Request, Response
 
 from schemas.outputs import INSUFFICIENT_DATA, iso
 
-from streams.worker.batching import HealthApp, RecordBatch, kafka_producer, put_table_value
+from streams.worker.batching import HealthApp, RecordBatch, input_backlog, kafka_producer, put_table_value
 from streams.worker.broker_watch import BrokerWatch
 from streams.worker.control import ControlChannel, Snooze
 from streams.worker.snoozes import Snoozes
@@ -34,6 +34,9 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 GAUGES_SECONDS = 10.0  # how often the portfolio and consumer lag gauges are refreshed
+# a worker is catching up (alerts held, bands tracked) until every input partition it owns is at most
+# this many records from its end: at start, and after taking partitions over
+CATCH_UP_RECORDS = 500
 
 
 class Pipeline:
@@ -53,6 +56,7 @@ class Pipeline:
         self.snooze_display_failing = False
         self.processor = HealthProcessor(self.model, OutputTopics(topics.scores, topics.alerts, topics.deadletter),
                                          self.kinds, n, settings.max_event_bytes, self.snoozes)
+        self.processor.catching_up = True  # until the first check finds the backlog small
         # internal=True: the worker declares every topic with the configured partitions (co-partitioning)
         self.inputs = app.topic(*self.kinds, key_type=bytes, value_type=bytes, partitions=n, internal=True)
         # the score topic is compacted by account (after a week): a read model rebuild finds every latest score
@@ -94,8 +98,23 @@ class Pipeline:
         return (not app.rebalancing and not app.in_recovery and app.tables.recovery.completed.is_set()
                 and (generation is None or app.consumer_generation_id == generation))
 
+    def check_caught_up(self, batches: list[RecordBatch] = ()) -> None:
+        """End the catch-up once the backlog (counting a fetch being processed in full) is small: from then
+        on alerts are published. Before it, an account's state is built from its history topic by topic, and
+        the moves between those partial states are no news to anyone."""
+        consumer = self.app.consumer
+        if not self.processor.catching_up or consumer is None or not self.settled():
+            return
+        first = {b.tp: b.records[0].offset for b in batches if b.records}
+        backlog = input_backlog(consumer, self.kinds, first)
+        if backlog <= CATCH_UP_RECORDS:
+            self.processor.catching_up = False
+            log.info("caught up with the input (%d records behind at most): alerts are published from here on",
+                     backlog)
+
     async def on_batch(self, batches: list[RecordBatch], generation: int) -> bool:
         started = self.clock.monotonic()
+        self.check_caught_up(batches)
         async with self.lock:
             if not self.settled(generation):
                 # fetched before a rebalance: the partitions may belong to another worker now;
@@ -226,6 +245,7 @@ class Pipeline:
     async def refresh_gauges(self) -> None:
         """Accounts per band and segment over this worker's active partitions, and consumer lag.
         The index follows the batches' score updates; a newly owned partition is scanned once."""
+        self.check_caught_up()  # an idle input ends a catch-up too
         app = self.app
         if not self.settled() or app.consumer is None:
             return  # the table is complete only after recovery; on_assigned dropped the revoked partitions
@@ -365,6 +385,7 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
 
     @app.timer(interval=settings.reevaluate_seconds, on_leader=False)
     async def reevaluate_accounts() -> None:
+        pipeline.check_caught_up()
         await pipeline.reevaluate_owned("timer")
 
     @app.timer(interval=5.0)
@@ -378,6 +399,8 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     @app.on_partitions_assigned.connect
     async def partitions_assigned(app, assigned, **kwargs) -> None:
         metrics.on_assigned({tp.partition for tp in assigned if tp.topic == pipeline.anchor_topic})
+        if any(tp.topic in pipeline.kinds for tp in assigned):
+            pipeline.processor.catching_up = True  # partitions taken over may come with a backlog
 
     @app.task
     async def read_model_sink() -> None:

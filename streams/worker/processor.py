@@ -96,6 +96,9 @@ class HealthProcessor:
                  max_event_bytes: int = 65536, snoozes: Snoozes | None = None):
         self.model = model
         self.snoozes = snoozes if snoozes is not None else Snoozes()  # operators' snoozes: alerts not published
+        # set by the worker while it catches up on a backlog (at start, after taking partitions over): every
+        # evaluation is then history, tracked but not alerted (see Pipeline.check_caught_up)
+        self.catching_up = False
         self.topics = topics
         self.input_kinds = input_kinds  # input topic -> event kind
         self.partitions = partitions
@@ -150,7 +153,7 @@ class HealthProcessor:
         envelope = load_envelope(stored)
         stored_score = score_snapshot(envelope.state)
         events = [e for e, _, _ in items]
-        update = apply_events(envelope.state, account_id, events, self.model, now)
+        update = apply_events(envelope.state, account_id, events, self.model, now, historic=self.catching_up)
         replayed = []
         if update.outcomes.get("duplicate"):  # maybe a replay after a crash: the outbox may be unsent
             replayed = self._outbox(envelope, account_id, partition, stored_score)
@@ -217,7 +220,7 @@ class HealthProcessor:
             envelope = load_envelope(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
                 return False
-            update = reevaluate(envelope.state, account_id, self.model, now)
+            update = reevaluate(envelope.state, account_id, self.model, now, historic=self.catching_up)
             settled = self._settle(envelope, update, account_id, partition, cause, now, None)
         except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
             result.failures += 1

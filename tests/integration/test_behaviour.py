@@ -222,3 +222,35 @@ def test_replayed_history_pages_nobody_and_every_alert_is_explained(stack, worke
         assert alert["data"]["explanation"], alert
         occurred = datetime.fromisoformat(alert["time"].replace("Z", "+00:00")).timestamp()
         assert occurred >= NOW - horizon - 1, alert  # about the present: the newest event behind it is recent
+
+
+def test_a_worker_starting_on_a_backlog_pages_nobody_until_it_has_caught_up(stack, worker_env, unique, tmp_path):
+    """Issue 11, finding 1, the demo's start: 45 days published before the worker starts, the last of them
+    recent. The worker reads the topics side by side, so an account's state passes through partial states
+    (its usage up to day 20 with all its surveys, say): moves between those are no news, even where the
+    batch holds recent events. After the catch-up a live move pages as usual."""
+    from tests.integration.test_read_model import metric
+
+    model = load_model(DEFAULT_MODEL)
+    events = event_log(accounts=40, days=45, seed=33, usage_per_day=30)
+    publish(stack.bootstrap, unique, sorted(events, key=lambda e: e.occurred_at))
+    twin = score_all(events, model, NOW)
+    port = free_port()
+    env = {**worker_env, "HEALTH_CLOCK_FILE": str(clock_file(tmp_path))}
+    with Worker(env, tmp_path, "--web-port", str(port)) as worker:
+        wait_until_equal(stack.bootstrap, f"{unique}.scores", twin, timeout=180, alive=worker.alive)
+        assert "caught up with the input" in wait_for(
+            lambda: "caught up with the input" in worker.log() and worker.log(), 60, what="the catch-up to end")
+        settle = time.monotonic() + 3
+        alerts = read_topic(stack.bootstrap, f"{unique}.alerts", timeout=30, until=lambda rs: time.monotonic() > settle)
+        assert alerts == [], [(a["type"], a["subject"], a["time"]) for a in alerts]
+        assert (metric(port, "health_alerts_held_back_total") or 0) >= 1
+        # caught up: a live move is news
+        margin = model.alerts.band_change.margin_points  # beyond it, the alerted band is surely Healthy
+        live = {a: AccountEvent(f"live-{a}", a, NOW - 60, {"csm_rating": 0, "uptime_pct": 50.0})
+                for a, s in twin.items() if s.score is not None and s.score >= 70 + margin}
+        healthy = next(a for a in sorted(live) if score_all(events + [live[a]], model, NOW)[a].score < 70 - margin)
+        asyncio.run(produce(stack.bootstrap, f"{unique}.accounts", [(healthy.encode(), encode_event(live[healthy]))]))
+        alerts = read_topic(stack.bootstrap, f"{unique}.alerts", timeout=60, until=lambda rs: len(rs) >= 1)
+        assert {a["subject"] for a in alerts} == {healthy} and all(a["data"]["explanation"] for a in alerts)
+        assert worker.alive(), worker.report()
