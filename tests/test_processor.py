@@ -200,10 +200,10 @@ def test_an_event_the_core_cannot_fold_is_dead_lettered_alone(model, monkeypatch
 
     real = processor_module.apply_events
 
-    def fragile(state, account_id, events, *args):
+    def fragile(state, account_id, events, *args, **kwargs):
         if any(e.event_id == "ev-boom" for e in events):
             raise ZeroDivisionError("a bug the event triggers")
-        return real(state, account_id, events, *args)
+        return real(state, account_id, events, *args, **kwargs)
 
     monkeypatch.setattr(processor_module, "apply_events", fragile)
     home = partition_for("acme", N)
