@@ -110,3 +110,23 @@ def test_what_a_worker_could_not_show_or_hold_is_refused_before_it_costs_anythin
     # a snooze under another key (the model's) is refused alike at start and while running
     stray = _not_a_stray_snooze(judge(4, snooze_message("acme", NOW + 60, "x", NOW), "t.control"))
     assert stray.outcome == UNKNOWN and "not under its key" in stray.reason
+
+
+def test_a_flood_of_bad_snooze_messages_or_snoozes_over_the_bound_logs_little(caplog):
+    import asyncio
+    import logging
+
+    from streams.worker.control import ControlChannel
+
+    channel = ControlChannel("127.0.0.1:1", "t.control")
+    with caplog.at_level(logging.ERROR):
+        for offset in range(1000):
+            asyncio.run(channel._snooze(offset, b"not json", live=False))
+    refused = [r for r in caplog.records if "control message refused" in r.getMessage()]
+    assert channel.snoozes_refused == 1000 and len(refused) == 10  # 1, 2, 4 ... 512
+    caplog.clear()
+    snoozes = Snoozes(limit=1)
+    with caplog.at_level(logging.ERROR):
+        for i in range(1000):
+            snoozes.apply(Snooze(f"a{i}", NOW + 60, "r", NOW), NOW)
+    assert snoozes.refused == 999 and len(caplog.records) == 10

@@ -268,6 +268,7 @@ class ControlChannel:
         self._told_unchecked = False
         self.position: int | None = None  # the next offset to read after load()
         self.dropped = 0  # messages older than the last KEEP_AT_START at start: not judged
+        self.snoozes_refused = 0  # messages under a snooze key that were not snoozes (counted by outcome too)
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
@@ -326,7 +327,10 @@ class ControlChannel:
                 verdict = Verdict(offset, outcome=UNKNOWN, reason=f"{self.topic} message at offset {offset}: a "
                                                                   f"model under a snooze key")
             self.on_outcome(verdict.outcome, live)
-            log.error("control message refused: %s", verdict.reason)
+            self.snoozes_refused += 1
+            if self.snoozes_refused & (self.snoozes_refused - 1) == 0:  # 1st, 2nd, 4th...: a flood logs little
+                log.error("control message refused (%d snooze messages refused so far): %s", self.snoozes_refused,
+                          verdict.reason)
             return
         await self._apply_snooze(verdict, live)
 

@@ -32,8 +32,9 @@ class Snoozes:
             self.expire(now)
             if len(accounts) >= self.limit:
                 self.refused += 1
-                log.error("snooze of %r refused: %d accounts are snoozed already (the limit)",
-                          printable(snooze.account_id, 80), len(accounts))
+                if self.refused & (self.refused - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood logs little
+                    log.error("snooze of %r refused: %d accounts are snoozed already (the limit); %d refused so far",
+                              printable(snooze.account_id, 80), len(accounts), self.refused)
                 return False
         accounts[snooze.account_id] = snooze
         return True
