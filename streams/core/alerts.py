@@ -179,6 +179,10 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
     band_now = band_of(bands, score)
     band_moved = False
 
+    def band_before() -> str | None:
+        """The account's band at the previous evaluation (threshold alerts report it as the band before)."""
+        return band_of(bands, old_score) if old_score is not None else band_now
+
     def cooled(key: str, cooldown: float) -> bool:
         if historic:  # a replay starts no cooldown, and none holds it back
             return True
@@ -251,8 +255,7 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
     if st_rule is not None:
         if score < st_rule.below:
             if not under and cooled(_KEY[BELOW], rules.cooldown_seconds):
-                emit(_KEY[BELOW], BELOW, band_of(bands, old_score) if old_score is not None else band_now, band_now,
-                     (), old_score, {"below": st_rule.below})
+                emit(_KEY[BELOW], BELOW, band_before(), band_now, (), old_score, {"below": st_rule.below})
                 under = True
         elif score >= st_rule.below + st_rule.margin_points:
             under = False
@@ -287,9 +290,8 @@ def transition(stored: dict[str, Any] | None, score: float, old_score: float | N
         if s < th.below and not was:
             key = f"c:{th.component}"
             if cooled(key, rules.cooldown_seconds):
-                emit(key, COMPONENT, band_of(bands, old_score) if old_score is not None else band_now, band_now,
-                     (th.component,), old_score, {"component": th.component, "below": th.below,
-                                                  "component_score": s})
+                emit(key, COMPONENT, band_before(), band_now, (th.component,), old_score,
+                     {"component": th.component, "below": th.below, "component_score": s})
                 if not copied:
                     below, copied = list(below), True
                 below.append(th.component)

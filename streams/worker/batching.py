@@ -134,13 +134,10 @@ def consumer_position(consumer, tp: TP) -> int:
     return position
 
 
-def input_backlog(consumer, topics, from_offsets: dict | None = None) -> int:
-    """Records of `topics` on this consumer's assigned partitions not yet processed: per partition, its high
-    watermark minus `from_offsets[tp]` (the first offset of a fetch being processed) or else one past the last
-    offset read; the largest over the partitions (0 when none is known yet)."""
+def partition_lags(consumer, topics, position: Callable[[TP], int]) -> dict[TP, int]:
+    """High watermark minus `position(tp)` per assigned partition of `topics` whose high watermark is known."""
     topics = set(topics)
-    from_offsets = from_offsets or {}
-    largest = 0
+    lags = {}
     for tp in consumer.assignment():
         if tp.topic not in topics:
             continue
@@ -148,14 +145,23 @@ def input_backlog(consumer, topics, from_offsets: dict | None = None) -> int:
             highwater = consumer.highwater(tp)
         except Exception:  # noqa: BLE001 - not fetched yet, or just revoked: nothing known
             continue
-        if highwater is None:
-            continue
-        position = from_offsets.get(tp)
-        if position is None:
-            read = consumer._read_offset.get(tp)
-            position = read + 1 if read is not None else consumer_position(consumer, tp)
-        largest = max(largest, highwater - position)
-    return largest
+        if highwater is not None:
+            lags[tp] = highwater - position(tp)
+    return lags
+
+
+def input_backlog(consumer, topics, from_offsets: dict | None = None) -> int:
+    """Records of `topics` on this consumer's assigned partitions not yet processed: per partition, its high
+    watermark minus `from_offsets[tp]` (the first offset of a fetch being processed) or else one past the last
+    offset read; the largest over the partitions (0 when none is known yet)."""
+    from_offsets = from_offsets or {}
+
+    def position(tp: TP) -> int:
+        if tp in from_offsets:
+            return from_offsets[tp]
+        read = consumer._read_offset.get(tp)
+        return read + 1 if read is not None else consumer_position(consumer, tp)
+    return max(partition_lags(consumer, topics, position).values(), default=0)
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):

@@ -157,10 +157,7 @@ def model_message(model_yaml: str, version: str, secret: str | None = None) -> b
 
 def _signature_problem(message: dict, text: str, secret: str) -> tuple[str, str] | None:
     """(outcome, why) when the model message is not signed with `secret`, None when it is."""
-    version = message.get("version")
-    if message.get("signature") is not None and not isinstance(version, str):
-        return BAD_SIGNATURE, "signed, but 'version' is not a string: the signature cannot cover it"
-    return _mac_problem(message, secret, "publish-model", MESSAGE_TYPE, version, text)
+    return _mac_problem(message, secret, "publish-model", MESSAGE_TYPE, message.get("version"), text)
 
 
 def _mac_problem(message: dict, secret: str, command: str, kind: str, *fields) -> tuple[str, str] | None:
@@ -171,6 +168,8 @@ def _mac_problem(message: dict, secret: str, command: str, kind: str, *fields) -
     # the format is checked first (it says nothing about the secret), so compare_digest gets ASCII of one length
     if not isinstance(given, str) or not _SIGNATURE.fullmatch(given):
         return BAD_SIGNATURE, f"'signature' is not {SIGNATURE_SCHEME}:<64 lowercase hex digits>"
+    if not isinstance(fields[0], str):  # a model's version (a snooze's fields are checked before)
+        return BAD_SIGNATURE, "signed, but 'version' is not a string: the signature cannot cover it"
     if not hmac.compare_digest(_mac(secret, kind, *fields).encode(), given.encode()):
         return BAD_SIGNATURE, ("signature does not match: changed after signing, or signed with another "
                                "HEALTH_CONTROL_SECRET")

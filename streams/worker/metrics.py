@@ -161,22 +161,10 @@ async def scan_partitions(index: AccountIndex, data, partitions: set[int], n: in
 def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """High watermark minus committed offset (else the read position) per assigned partition of `topics`,
     from a Faust consumer."""
-    from streams.worker.batching import consumer_position
+    from streams.worker.batching import consumer_position, partition_lags
 
-    topics = set(topics)
-    lags = {}
-    for tp in consumer.assignment():
-        if tp.topic not in topics:
-            continue
-        try:
-            highwater = consumer.highwater(tp)
-        except Exception:  # not fetched yet, or just revoked
-            continue
-        if highwater is None:
-            continue
-        position = consumer_position(consumer, tp)
-        lags[(tp.topic, tp.partition)] = max(0, highwater - position)
-    return lags
+    return {(tp.topic, tp.partition): max(0, lag) for tp, lag in
+            partition_lags(consumer, topics, lambda tp: consumer_position(consumer, tp)).items()}
 
 
 class HealthMetrics:
