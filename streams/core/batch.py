@@ -1,10 +1,13 @@
 """The batch twin: every account's score from the full event log at a given time, computed
 directly from per-account event lists (no buckets, no fingerprints, no pruning).
 
-It applies the same time rules (future beyond the clock skew, expired before the retained
-days; attribute upserts never expire) and counts each event_id once, then shares the
-compiled evaluation (measures and scoring) with the incremental path. Streaming the same events in
-any order within the allowed lateness, with duplicates, must give the same scores.
+It applies the same time rules (future beyond the clock skew; each day evaluated counts the
+events of its retained days; attribute upserts never expire) and counts each event_id once, then
+shares the compiled evaluation (measures and scoring) and the silence floor (the lowest evaluation
+of the days since the account's newest event, see :mod:`streams.core.engine`) with the incremental
+path. Streaming the same events in any order within the allowed lateness, with duplicates, must give
+the same scores. It assumes each event reached the stream within its kind's allowed lateness (a
+replay of history older than the retention drops, in the stream, what had expired when it arrived).
 """
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ from typing import Any, Iterable
 
 from schemas.events import Event
 
-from .days import MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
+from .days import DAY, MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
+from .engine import silence_floor
 from .model import HealthModel
 from .scoring import AccountScore, plan_of
-from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
+from .state import FUTURE, OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
 
 __all__ = ("score_all", "EventLog")
 
@@ -107,23 +111,31 @@ class EventLog:
                     latest[k] = (key, v)
         return {k: v for k, (_, v) in latest.items() if v is not None}
 
-    def has_data(self, lo) -> bool:
+    def has_data(self, lo=None) -> bool:
         return bool(self.usage or self.tickets or self.survey_events or self.attributes())
 
 
 def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[str, AccountScore]:
-    """Every account's score at ``now`` from scratch (accounts with no accepted event are absent)."""
+    """Every account's score at ``now`` from scratch (accounts with no event that is not in the future are
+    absent)."""
     cfg = model.state
+    retention = cfg.retention_days
     today = day_of(now)
-    start = today - cfg.retention_days + 1
     accounts: dict[str, dict[str, Event]] = {}
     for e in events:
-        if classify_time(e.occurred_at, e.kind, now, start, cfg) is not None:
+        if classify_time(e.occurred_at, e.kind, now, -2**62, cfg) == FUTURE:
             continue
         accounts.setdefault(e.account_id, {}).setdefault(e.event_id, e)
     plan = plan_of(model)
     out = {}
     for account_id in sorted(accounts):
-        log = EventLog(list(accounts[account_id].values()))
-        out[account_id] = plan.evaluate(account_id, log, today, log.has_data(start))
+        evs = list(accounts[account_id].values())
+        newest = min(max(day_of(e.occurred_at) for e in evs), today)
+
+        def retained(day: int, evs=evs) -> EventLog:
+            start = (day - retention + 1) * DAY
+            return EventLog([e for e in evs if e.kind == "account" or e.occurred_at >= start])
+
+        best, _ = silence_floor(plan, retained, today, newest, retention)
+        out[account_id] = plan.account_score(account_id, *best)
     return out

@@ -1,6 +1,21 @@
 """The incremental entry points called by the stream processor (one call per account per
 batch of events, or per timer tick / model rollout).
 
+Silence never helps. With no new event an account's published score is the lowest of the
+model's evaluations of its data on each day since its newest event (day ``D``):
+``score(today) = min over d in [D, min(today, D + retention)] of raw(d)``, where ``raw(d)``
+evaluates the model on day ``d`` with the data retained that day (the latest such day wins a
+tie; its components, coverage and band are published with it). Windows empty as an account
+falls silent, and a model's ratios, window means and re-spread weights can then rise as bad data
+ages out; the floor keeps every such rise from reaching the score. A new event starts the floor
+again at its day (the account's data changed: its score is news). After ``retention`` silent days
+nothing of the account's activity is left, and the score holds. The state keeps its data up to
+its newest event (see :mod:`streams.core.state`), so a late event or a model change evaluates
+the days since again, exactly as the batch twin does. The stored ``pub`` says which: ``n`` the
+day ``D`` and ``a`` the day of the published evaluation (each absent when it is ``d``, the day of the
+evaluation: an active account stores neither), ``p`` set when the floor is pending (while a worker
+catches up on a backlog only ``raw(today)`` is evaluated; the next evaluation does the days since).
+
 The state passed in is updated in place and returned in the :class:`AccountUpdate` (the
 caller stores ``update.state`` back in its table); nothing here reads a clock or touches
 a broker.
@@ -43,10 +58,11 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
                  model: HealthModel, now: float, *, historic: bool = False) -> AccountUpdate:
     """Fold a batch of one account's events into its state and rescore what they affect. `historic`: the
     caller knows the evaluation is history whatever the events' times (a worker catching up on a backlog):
-    bands are tracked, no alert is raised."""
+    bands are tracked, no alert is raised, and the silence floor waits (only today is evaluated; the
+    next :func:`reevaluate` evaluates the days since the newest event)."""
     plan = plan_of(model)
     cfg = model.state
-    st = state if state is not None else AccountState.new(now, cfg)
+    st = state if state is not None else AccountState.new(now, cfg, events)
     today = day_of(now)
     moved = st.advance(today, cfg)
     outcomes = dict.fromkeys(OUTCOMES, 0)
@@ -76,41 +92,78 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
                 latest = ts
         elif r != DUPLICATE:
             rejected.append((ev, r))
-    if not applied_ids and not needs_reevaluation(st, model, now):
+    if not applied_ids and not needs_reevaluation(st, model, now, catching_up=historic):
         return _update(account_id, st, outcomes, tuple(rejected), None, (), False, moved or state is None,
                        tuple(per_event), (), None)
+    if applied_ids:
+        st.advance(today, cfg)  # the newest event moved: what its retained days no longer reach goes
     st.prune_fingerprints(cfg)
     return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
-                    applied_ids, latest, tuple(per_event), historic)
+                    applied_ids, latest, tuple(per_event), historic, floor=not historic)
 
 
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
                historic: bool = False) -> AccountUpdate:
-    """Full recompute (timer: windows slid; model rollout). Publishes only a changed score."""
+    """Rescore with no new event (timer: windows slid, the silence floor extended or pending; model
+    rollout: every day since the newest event again). Publishes only a changed score. A pending floor
+    makes the evaluation history (it finishes a catch-up's work: its moves page nobody)."""
     cfg = model.state
     today = day_of(now)
+    pending = state.pub is not None and "p" in state.pub
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
     return _rescore(plan_of(model), state, account_id, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
-                    [], None, (), historic)
+                    [], None, (), historic or pending)
 
 
-def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float) -> bool:
+def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float, *,
+                       catching_up: bool = False) -> bool:
     """Cheap check for the timer: the day changed (windows slid) or the model changed since
-    the last evaluation, or the account was never scored."""
+    the last evaluation, or the account was never scored, or its silence floor is pending (not
+    while the caller is still catching up: the floor waits for the end of it)."""
     if state is None:
         return False
     pub = state.pub
     if pub is None:
-        return state.has_data(0)
-    return pub.get("d") != day_of(now) or pub.get("m") != model.fingerprint
+        return state.has_data()
+    return (pub.get("d") != day_of(now) or pub.get("m") != model.fingerprint
+            or (not catching_up and "p" in pub))
 
 
 def current_score(state: AccountState, account_id: str, model: HealthModel, now: float) -> AccountScore:
-    """A full evaluation at ``now`` without touching the given state (read-only helper)."""
+    """The score the engine publishes at ``now`` (silence floor included), computed from scratch on a
+    copy of the state (read-only helper: the batch twin's counterpart)."""
     st = AccountState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
-    st.advance(day_of(now), model.state)
-    return plan_of(model).evaluate(account_id, st, day_of(now), st.has_data(0))
+    today = day_of(now)
+    st.advance(today, model.state)
+    plan = plan_of(model)
+    out, _ = silence_floor(plan, st, today, st.newest_day(today), model.state.retention_days)
+    return plan.account_score(account_id, *out)
+
+
+def silence_floor(plan: Plan, source, today: int, newest: int, retention: int, first: int | None = None,
+                  known: tuple[tuple, int] | None = None) -> tuple[tuple, int]:
+    """The lowest evaluation over the days ``newest`` .. ``min(today, newest + retention)``, and its day;
+    ``known``: (the lowest evaluation, its day) of the days before ``first``, evaluated already. ``source``
+    is an AccountState (its ``lo`` set per day) or a callable day -> a measure source of the data retained
+    that day (the batch twin). The latest day wins a tie (the values shown are the newest of that score)."""
+    last = min(today, newest + retention)  # after that, nothing of the activity is left: the score holds
+    best, best_day = known if known is not None else (None, newest)
+    day = newest if first is None else first
+    state = source if isinstance(source, AccountState) else None
+    while day <= last:
+        if state is not None:
+            state.lo = day - retention + 1
+            src = state
+        else:
+            src = source(day)
+        out = plan.run(src, day, src.attributes(), src.has_data(), None, 0, None)
+        if best is None or out[1] is not None and (best[1] is None or out[1] <= best[1]):
+            best, best_day = out, day
+        day += 1
+    if state is not None:
+        state.lo = today - retention + 1
+    return best, best_day
 
 
 def last_score(state: AccountState | None, account_id: str, model: HealthModel) -> AccountScore | None:
@@ -157,20 +210,34 @@ def _legacy(rows: list) -> bool:
 def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: int,
              outcomes: dict[str, int], rejected: tuple, full: bool, affected: int,
              applied_ids: list[str], latest: float | None, per_event: tuple[str, ...],
-             historic: bool = False) -> AccountUpdate:
+             historic: bool = False, floor: bool = True) -> AccountUpdate:
     pub = st.pub
     fp = plan.fingerprint
     old_rows = None  # the previous rows, when evaluated under this model
+    legacy = False
     if pub is not None and pub["m"] == fp:
         old_rows = pub["c"]
         if _legacy(old_rows):  # recompute, compare on [value, score]
-            full = True
+            full = legacy = True
             old_rows = [row[:2] if row else 0 for row in old_rows]
-    if old_rows is not None and not full and pub["d"] == today:
-        # incremental: components outside `affected` keep their value and score
-        out = plan.run(st, today, st.attributes(), st.has_data(0), old_rows, affected, pub["g"])
+    retention = plan.model.state.retention_days
+    newest = st.newest_day(today)
+    if not floor or newest == today:
+        # today alone: the floor's one day, or a catch-up (the floor waits: pending)
+        if old_rows is not None and not full and pub["d"] == today and pub.get("a", today) == today:
+            # incremental: components outside `affected` keep their value and score
+            out = plan.run(st, today, st.attributes(), st.has_data(), old_rows, affected, pub["g"])
+        else:
+            out = plan.run(st, today, st.attributes(), st.has_data(), None, 0, None)
+        day, start = today, (today if newest == today else None)
+    elif old_rows is not None and not legacy and not applied_ids and "p" not in pub and pub.get("n", pub["d"]) == newest:
+        # the same data since the floor was evaluated up to day pub["d"]: extend it by the days since
+        known = ((pub["g"], pub["s"], pub["b"], pub["cv"], pub["c"], None), pub.get("a", pub["d"]))
+        out, day = silence_floor(plan, st, today, newest, retention, pub["d"] + 1, known)
+        start = newest
     else:
-        out = plan.run(st, today, st.attributes(), st.has_data(0), None, 0, None)
+        out, day = silence_floor(plan, st, today, newest, retention)
+        start = newest
     segment, total, band, coverage, rows, norm = out
     if pub is None:
         changed = total is not None
@@ -181,6 +248,12 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
                        and rows == old_rows)
     # a new dict: the previous one is never mutated (callers may keep it)
     st.pub = {"s": total, "b": band, "g": segment, "cv": coverage, "c": rows, "m": fp, "v": plan.version, "d": today}
+    if start is None:
+        st.pub["p"] = 1
+    elif start != today:
+        st.pub["n"] = start
+    if day != today:
+        st.pub["a"] = day
     new = plan.account_score(account_id, segment, total, band, coverage, rows, norm) if changed else None
     old = _UNBUILT
     changes: tuple = ()

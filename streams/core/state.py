@@ -5,7 +5,12 @@ orjson (``to_dict`` gives plain JSON types with string keys). Layout (short keys
 it under 4 KB after months of activity):
 
 - ``d0``: first retained day (day = floor(epoch / 86400), UTC); every daily series is a
-  dense list whose index 0 is day ``d0``; retention slides ``d0`` and drops the head.
+  dense list whose index 0 is day ``d0``; retention slides ``d0`` and drops the head. The
+  retained days end at the account's newest event, not at today: an account gone silent keeps
+  the data its score had on the day of its last event, so the score of every day since can be
+  evaluated again (after a late event or a model change; see the silence floor in
+  :mod:`streams.core.engine`). Every query below counts only the days retained on the day
+  evaluated (``lo``, not stored): ``lo = day - retention + 1``.
 - ``wm``: event kind -> event-time watermark (max ``occurred_at`` applied). Lateness is
   judged per kind because each kind arrives on its own topic: Kafka orders a partition, not
   topics against each other, so a worker catching up can read days of usage before the
@@ -93,7 +98,9 @@ def add_survey(b: list[int], e: SurveyEvent) -> None:
 
 def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
     """The time rules shared by the stream and the batch twin: 'future' beyond the allowed
-    clock skew, 'expired' before the retained days (account attribute upserts never expire)."""
+    clock skew, 'expired' before the retained days (account attribute upserts never expire). The
+    retained days end at the account's newest event, not at the clock: an old event reaching an account
+    with nothing newer counts (the days after it are the account's silence)."""
     if occurred_at > now + cfg.max_future_skew_seconds:
         return FUTURE
     if kind != "account" and occurred_at < retention_start * DAY:
@@ -144,6 +151,8 @@ class AccountState:
     al: dict = field(default_factory=dict)
     # not stored: fingerprints held in fp, counted when first needed (-1: not counted yet)
     fn: int = field(default=-1, compare=False, repr=False)
+    # not stored: the first day retained on the day being evaluated (set by advance and the engine)
+    lo: int = field(default=0, compare=False, repr=False)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -175,18 +184,37 @@ class AccountState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "AccountState":
         get = d.get
-        return cls(get("d0", 0), get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), get("us", {}),
-                   get("ft", {}), get("tk", {}), get("sv", {}), get("at", {}), get("pub"), get("al", {}))
+        d0 = get("d0", 0)
+        return cls(d0, get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), get("us", {}),
+                   get("ft", {}), get("tk", {}), get("sv", {}), get("at", {}), get("pub"), get("al", {}), -1, d0)
 
     @classmethod
-    def new(cls, now: float, cfg: StateConfig) -> "AccountState":
-        return cls(d0=day_of(now) - cfg.retention_days + 1)
+    def new(cls, now: float, cfg: StateConfig, events=()) -> "AccountState":
+        """An empty state whose retained days end at the newest of ``events`` (the first batch) that is
+        not in the future, else today."""
+        today = day_of(now)
+        limit = now + cfg.max_future_skew_seconds
+        newest = max((e.occurred_at for e in events if e.occurred_at <= limit), default=None)
+        end = today if newest is None or newest // DAY >= today else int(newest // DAY)
+        return cls(d0=end - cfg.retention_days + 1, lo=today - cfg.retention_days + 1)
+
+    def newest_day(self, today: int) -> int:
+        """The day of the newest event applied (today if none, or if it is ahead of today)."""
+        wm = self.wm
+        if not wm:
+            return today
+        d = int(max(wm.values()) // DAY)
+        return d if d < today else today
 
     # ------------------------------------------------------------- retention
     def advance(self, today: int, cfg: StateConfig) -> bool:
-        """Slide the retained days so the first one is ``today - retention + 1``; drop what
-        fell out. Returns True when something moved. The clock never moves ``d0`` back."""
-        new_d0 = today - cfg.retention_days + 1
+        """Slide the retained days so the first one is ``newest event's day - retention + 1`` (never
+        later than ``today - retention + 1``); drop what fell out. Returns True when something moved.
+        The clock never moves ``d0`` back. Queries then count the days retained today (``lo``)."""
+        self.lo = today - cfg.retention_days + 1
+        if not self.wm:  # nothing applied yet: the retained days end where new() put them
+            return False
+        new_d0 = self.newest_day(today) - cfg.retention_days + 1
         shift = new_d0 - self.d0
         if shift <= 0:
             return False
@@ -400,11 +428,11 @@ class AccountState:
                 self.at[k] = [v, ts, fpr]
 
     # ------------------------------------------------- measure primitives
-    # (the MeasureSource protocol of streams.core.measures; callers advance() first)
-    def count(self, names, lo: int, hi: int | None = None) -> int:
-        a = lo - self.d0
-        if a < 0:
-            a = 0
+    # (the MeasureSource protocol of streams.core.measures; callers advance() first or set ``lo``
+    # to the first day retained on the day they evaluate; a window never reaches before it)
+    def count(self, names, lo: int | None, hi: int | None = None) -> int:
+        first = self.lo
+        a = (lo if lo is not None and lo > first else first) - self.d0
         series = self.uc
         total = 0
         if hi is None:
@@ -418,17 +446,16 @@ class AccountState:
                         total += sum(arr[a:])
             return total
         b = hi - self.d0
-        if b < 0:
-            b = 0
+        if b < a:
+            return 0
         for arr in (series.values() if names is None else [series[n] for n in names if n in series]):
             total += sum(arr[a:b])
         return total
 
-    def value(self, names, lo: int, hi: int | None = None) -> tuple[int, int]:
-        a = lo - self.d0
-        if a < 0:
-            a = 0
-        b = None if hi is None else max(hi - self.d0, 0)
+    def value(self, names, lo: int | None, hi: int | None = None) -> tuple[int, int]:
+        first = self.lo
+        a = (lo if lo is not None and lo > first else first) - self.d0
+        b = None if hi is None else max(hi - self.d0, a)
         uc, uv = self.uc, self.uv
         s = n = 0
         for name in (uc if names is None else names):
@@ -440,14 +467,20 @@ class AccountState:
                     s += sum(vals[a:b])
         return s, n
 
-    def users(self, lo: int) -> int:
+    def users(self, lo: int | None) -> int:
+        first = self.lo
+        if lo is None or lo < first:
+            lo = first
         n = 0
         for d in self.us.values():
             if d >= lo:
                 n += 1
         return n
 
-    def features(self, lo: int) -> set[str]:
+    def features(self, lo: int | None) -> set[str]:
+        first = self.lo
+        if lo is None or lo < first:
+            lo = first
         return {f for f, d in self.ft.items() if d >= lo}
 
     def last_usage_day(self, names) -> int | None:
@@ -457,7 +490,8 @@ class AccountState:
         for arr in (uc.values() if names is None else [uc[n] for n in names if n in uc]):
             if len(arr) > longest:
                 longest = len(arr)
-        return self.d0 + longest - 1 if longest else None
+        last = self.d0 + longest - 1
+        return last if longest and last >= self.lo else None
 
     def last_kind_day(self, kind: str) -> int | None:
         if kind == "usage":
@@ -470,42 +504,52 @@ class AccountState:
                 x = t[T_LAST]
                 if last is None or x > last:
                     last = x
-            return self.d0 + last // MINUTES_PER_DAY
+            day = self.d0 + last // MINUTES_PER_DAY
+            return day if day >= self.lo else None
         if kind == "survey":
-            return max(map(int, self.sv)) if self.sv else None
+            if not self.sv:
+                return None
+            day = max(map(int, self.sv))
+            return day if day >= self.lo else None
         return None
 
     def open_tickets(self) -> int:
+        first = (self.lo - self.d0) * MINUTES_PER_DAY  # a ticket with no activity since is no longer retained
         n = 0
         for t in self.tk.values():
-            if t[T_RANK] in OPEN_RANKS:
+            if t[T_RANK] in OPEN_RANKS and t[T_LAST] >= first:
                 n += 1
         return n
 
-    def ticket_durations(self, lo: int, end_field: int) -> tuple[int, int]:
+    def ticket_durations(self, lo: int | None, end_field: int) -> tuple[int, int]:
         """(sum of minutes from opened to first response / resolution, tickets) for the
-        tickets whose response / resolution happened on day >= lo."""
-        lo_ts = (lo - self.d0) * MINUTES_PER_DAY
+        tickets whose response / resolution happened on day >= lo (opened in the retained days)."""
+        first = (self.lo - self.d0) * MINUTES_PER_DAY
+        lo_ts = first if lo is None else max((lo - self.d0) * MINUTES_PER_DAY, first)
         total = n = 0
         for t in self.tk.values():
             end, start = t[end_field], t[T_OPENED]
-            if end is not None and start is not None and end >= lo_ts:
+            if end is not None and start is not None and end >= lo_ts and start >= first:
                 total += max(end - start, 0)
                 n += 1
         return total, n
 
-    def sla(self, lo: int) -> tuple[int, int]:
-        lo_ts = (lo - self.d0) * MINUTES_PER_DAY
+    def sla(self, lo: int | None) -> tuple[int, int]:
+        first = (self.lo - self.d0) * MINUTES_PER_DAY
+        lo_ts = first if lo is None else max((lo - self.d0) * MINUTES_PER_DAY, first)
         opened = breached = 0
         for t in self.tk.values():
             if t[T_OPENED] is not None and t[T_OPENED] >= lo_ts:
                 opened += 1
-                if t[T_BREACH] is not None:
+                if t[T_BREACH] is not None and t[T_BREACH] >= first:
                     breached += 1
         return opened, breached
 
-    def surveys(self, lo: int) -> list[int]:
+    def surveys(self, lo: int | None) -> list[int]:
         """[csat sum (thousandths), csat answers, promoters, passives, detractors] since day lo."""
+        first = self.lo
+        if lo is None or lo < first:
+            lo = first
         c0 = c1 = c2 = c3 = c4 = 0
         every = lo <= self.d0  # a window as long as the retained days (the usual case) takes every bucket
         for k, b in self.sv.items():
@@ -520,6 +564,13 @@ class AccountState:
     def attributes(self) -> dict[str, Any]:
         return {k: v[0] for k, v in self.at.items() if v[0] is not None}
 
-    def has_data(self, lo: int) -> bool:
-        """Any usage, ticket or survey in the retained days, or any attribute set."""
-        return bool(self.uc or self.tk or self.sv or any(v[0] is not None for v in self.at.values()))
+    def has_data(self, lo: int | None = None) -> bool:
+        """Any usage, ticket or survey in the days retained on the day evaluated, or any attribute set."""
+        if any(v[0] is not None for v in self.at.values()):
+            return True
+        first = self.lo
+        if self.d0 >= first:  # everything held is retained (the usual case)
+            return bool(self.uc or self.tk or self.sv)
+        if self.last_usage_day(None) is not None or self.last_kind_day("ticket") is not None:
+            return True
+        return self.last_kind_day("survey") is not None

@@ -111,6 +111,8 @@ class Pipeline:
             self.processor.catching_up = False
             log.info("caught up with the input (%d records behind at most): alerts are published from here on",
                      backlog)
+            # the silence floors the catch-up left pending, now rather than at the next timer run
+            asyncio.ensure_future(self.reevaluate_owned("timer")).add_done_callback(_log_failure)
 
     async def on_batch(self, batches: list[RecordBatch], generation: int) -> bool:
         started = self.clock.monotonic()
@@ -362,6 +364,13 @@ class Pipeline:
                 log.warning("%s stopped (%s: %s); starting it again in 5 s", name, type(err).__name__,
                             printable(str(err), 200))
                 await idle(self.stopping, 5.0)
+
+
+def _log_failure(task: "asyncio.Future") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        err = task.exception()
+        log.error("rescoring after the catch-up stopped (%s: %s); the timer rescores the rest",
+                  type(err).__name__, err)
 
 
 def _mtime(path) -> float | None:

@@ -215,10 +215,12 @@ class HealthProcessor:
     # ------------------------------------------------------------------ timer / rollout
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
                    result: BatchResult) -> bool:
-        """Rescore a stored account if its windows slid or the model changed; False if it was not due."""
+        """Rescore a stored account if its windows slid, the model changed or its silence floor waits for
+        the end of a catch-up; False if it was not due."""
         try:
             envelope = load_envelope(stored)
-            if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now):
+            if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now,
+                                                                catching_up=self.catching_up):
                 return False
             update = reevaluate(envelope.state, account_id, self.model, now, historic=self.catching_up)
             settled = self._settle(envelope, update, account_id, partition, cause, now, None)

@@ -1,6 +1,6 @@
 """Property tests: the stream equals its batch twin in any order within the allowed
-lateness, with duplicates and table round trips; scores stay in 0..100; the order of
-components in the model file does not matter."""
+lateness, with duplicates and table round trips, and on the silent days after (the timer);
+scores stay in 0..100; the order of components in the model file does not matter."""
 import copy
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -147,6 +147,16 @@ def test_stream_equals_batch_in_any_order_with_duplicates(specs, data):
             assert 0.0 <= batch.score <= 100.0
         for c in batch.components.values():
             assert c.score is None or 0.0 <= c.score <= 100.0
+        states[acc] = roundtrip(up.state)
+    # then silence: the timer on later days extends each account's floor (the days since its newest
+    # event), frozen once the retention has passed; it still equals the batch twin
+    for gap in sorted(data.draw(st.lists(st.floats(0, 80 * DAY), max_size=3))):
+        later = now + gap
+        expected = score_all(events, MODEL, later)
+        for acc, state in states.items():
+            up = reevaluate(state, acc, MODEL, later)
+            assert last_score(up.state, acc, MODEL) == expected[acc]
+            states[acc] = roundtrip(up.state)
 
 
 @settings(max_examples=40, deadline=None)

@@ -146,8 +146,11 @@ def test_restricted_component_is_not_part_of_the_score():
 def test_no_data_means_no_score():
     m = _csat_model("zero")
     assert score_all([], m, NOW) == {}
-    old = usage("a1", NOW - 90 * DAY)  # expired: outside the retained days
-    assert both(m, [old], NOW).score is None
+    # an account last seen 90 days ago went silent: its score holds at its lowest since (logins 0 from the
+    # day its login left the 30-day window; the silence floor), not "no data"
+    old = usage("a1", NOW - 90 * DAY)
+    assert both(m, [old], NOW).score == 0.0
+    assert both(m, [old], NOW - 89 * DAY).score == 5.0  # the day after it: 1 login of 10, csat missing: 0
     s = both(m, [attrs("a1", T0, plan="x")], NOW)  # an account with attributes only: logins 0 are data
     assert s.score == 0.0
 
@@ -201,12 +204,16 @@ def test_days_until_a_renewal_date_and_since_a_contract_start_count_down_with_th
                    {"min": 90, "points": 100}, {"min": 30, "points": 60}], "else": 20}},
                 "tenure": {"measure": "tenure", "scoring": {"type": "linear", "worst": 0, "best": 365}}})
     # T0 + 5 days is 2024-10-09; NOW (T0 + 10 days) is 2024-10-14
-    events = [attrs("a1", T0 + 5 * DAY, renewal_date="2024-12-13", contract_start="2023-10-15T09:30:00Z")]
+    events = [attrs("a1", NOW, renewal_date="2024-12-13", contract_start="2023-10-15T09:30:00Z")]
     s = both(m, events, NOW)
     assert (s.components["renewal"].value, s.components["renewal"].score) == (60.0, 60.0)
     assert s.components["tenure"].value == 365.0 and s.components["tenure"].score == 100.0
     later = both(m, events, NOW + 45 * DAY)  # no new event: the renewal came nearer
     assert later.components["renewal"].value == 15.0 and later.components["renewal"].score == 20.0
+    # set five days earlier, the tenure grew since (359 -> 364 days), but silence lifts no score: it is
+    # the lowest since the upsert (its day's values), not today's
+    earlier = both(m, [attrs("a1", T0 + 5 * DAY, renewal_date="2024-12-13", contract_start="2023-10-15")], NOW)
+    assert earlier.components["tenure"].value == 360.0 and earlier.score == s.score - round((365 - 360) / 365 * 50, 2)
     unreadable = both(m, [attrs("a1", T0 + 5 * DAY, renewal_date="next spring", contract_start="2023-02-30")], NOW)
     assert unreadable.score is None and unreadable.components["renewal"].value is None  # missing data
 
