@@ -136,6 +136,6 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
             start = (day - retention + 1) * DAY
             return EventLog([e for e in evs if e.kind == "account" or e.occurred_at >= start])
 
-        best, _ = silence_floor(plan, retained, today, newest, retention)
+        best, _, _ = silence_floor(plan, retained, today, newest, retention)
         out[account_id] = plan.account_score(account_id, *best)
     return out

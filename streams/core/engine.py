@@ -13,7 +13,8 @@ nothing of the account's activity is left, and the score holds. The state keeps 
 its newest event (see :mod:`streams.core.state`), so a late event or a model change evaluates
 the days since again, exactly as the batch twin does. The stored ``pub`` says which: ``n`` the
 day ``D`` and ``a`` the day of the published evaluation (each absent when it is ``d``, the day of the
-evaluation: an active account stores neither), ``p`` set when the floor is pending (while a worker
+evaluation: an active account stores neither), ``k`` set when day ``D``'s evaluation had a band (the
+floor keeps one, see :func:`silence_floor`), ``p`` set when the floor is pending (while a worker
 catches up on a backlog only ``raw(today)`` is evaluated; the next evaluation does the days since).
 
 The state passed in is updated in place and returned in the :class:`AccountUpdate` (the
@@ -31,7 +32,7 @@ from schemas.events import Event
 
 from .alerts import Alert, ComponentChange, alerts_of, band_snapshot, explain, transition
 from .days import day_of
-from .model import HealthModel
+from .model import HealthModel, band_of
 from .scoring import AccountScore, Plan, plan_of
 from .state import APPLIED, DUPLICATE, OUTCOMES, AccountState
 
@@ -59,7 +60,9 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
     """Fold a batch of one account's events into its state and rescore what they affect. `historic`: the
     caller knows the evaluation is history whatever the events' times (a worker catching up on a backlog):
     bands are tracked, no alert is raised, and the silence floor waits (only today is evaluated; the
-    next :func:`reevaluate` evaluates the days since the newest event)."""
+    next :func:`reevaluate` evaluates the days since the newest event). It waits too where the newest
+    event is older than yesterday (a backfill): a batch of history then costs one evaluation, not one
+    per day since, and the caller runs :func:`reevaluate` once for the account (:func:`floor_pending`)."""
     plan = plan_of(model)
     cfg = model.state
     st = state if state is not None else AccountState.new(now, cfg, events)
@@ -99,7 +102,8 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
         st.advance(today, cfg)  # the newest event moved: what its retained days no longer reach goes
     st.prune_fingerprints(cfg)
     return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
-                    applied_ids, latest, tuple(per_event), historic, floor=not historic)
+                    applied_ids, latest, tuple(per_event), historic,
+                    floor=not historic and (not applied_ids or st.newest_day(today) >= today - 1))
 
 
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
@@ -114,6 +118,12 @@ def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: fl
     state.prune_fingerprints(cfg)
     return _rescore(plan_of(model), state, account_id, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
                     [], None, (), historic or pending)
+
+
+def floor_pending(state: AccountState | None) -> bool:
+    """The account's published score is today's evaluation alone: its silence floor waits for a
+    :func:`reevaluate` (after a catch-up, or a batch of events older than yesterday)."""
+    return state is not None and state.pub is not None and "p" in state.pub
 
 
 def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float, *,
@@ -137,20 +147,25 @@ def current_score(state: AccountState, account_id: str, model: HealthModel, now:
     today = day_of(now)
     st.advance(today, model.state)
     plan = plan_of(model)
-    out, _ = silence_floor(plan, st, today, st.newest_day(today), model.state.retention_days)
+    out, _, _ = silence_floor(plan, st, today, st.newest_day(today), model.state.retention_days)
     return plan.account_score(account_id, *out)
 
 
 def silence_floor(plan: Plan, source, today: int, newest: int, retention: int, first: int | None = None,
-                  known: tuple[tuple, int] | None = None) -> tuple[tuple, int]:
-    """The lowest evaluation over the days ``newest`` .. ``min(today, newest + retention)``, and its day;
-    ``known``: (the lowest evaluation, its day) of the days before ``first``, evaluated already. ``source``
-    is an AccountState (its ``lo`` set per day) or a callable day -> a measure source of the data retained
-    that day (the batch twin). The latest day wins a tie (the values shown are the newest of that score)."""
+                  known: tuple[tuple, int, bool] | None = None) -> tuple[tuple, int, bool]:
+    """The lowest evaluation over the days ``newest`` .. ``min(today, newest + retention)``, its day, and
+    whether the evaluation on day ``newest`` had a band; ``known``: those three for the days before
+    ``first``, evaluated already. ``source`` is an AccountState (its ``lo`` set per day) or a callable
+    day -> a measure source of the data retained that day (the batch twin). The latest day wins a tie
+    (the values shown are the newest of that score). An account whose data had a band on its newest
+    event's day keeps one: the lowest score gets the band it falls in even where its own day's coverage
+    is below the model's min_coverage (components drop out as an account falls silent; that is no lack
+    of data about it, and must not take it out of its band into insufficient_data)."""
     last = min(today, newest + retention)  # after that, nothing of the activity is left: the score holds
-    best, best_day = known if known is not None else (None, newest)
+    best, best_day, banded = known if known is not None else (None, newest, False)
     day = newest if first is None else first
     state = source if isinstance(source, AccountState) else None
+    lowered = False
     while day <= last:
         if state is not None:
             state.lo = day - retention + 1
@@ -158,12 +173,16 @@ def silence_floor(plan: Plan, source, today: int, newest: int, retention: int, f
         else:
             src = source(day)
         out = plan.run(src, day, src.attributes(), src.has_data(), None, 0, None)
+        if day == newest:
+            banded = out[2] is not None
         if best is None or out[1] is not None and (best[1] is None or out[1] <= best[1]):
-            best, best_day = out, day
+            best, best_day, lowered = out, day, True
         day += 1
     if state is not None:
         state.lo = today - retention + 1
-    return best, best_day
+    if lowered and banded and best[2] is None and best[1] is not None:
+        best = (best[0], best[1], band_of(plan.bands, best[1])) + tuple(best[3:])
+    return best, best_day, banded
 
 
 def last_score(state: AccountState | None, account_id: str, model: HealthModel) -> AccountScore | None:
@@ -229,14 +248,16 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
             out = plan.run(st, today, st.attributes(), st.has_data(), old_rows, affected, pub["g"])
         else:
             out = plan.run(st, today, st.attributes(), st.has_data(), None, 0, None)
-        day, start = today, (today if newest == today else None)
+        day, start, banded = today, (today if newest == today else None), False
     elif old_rows is not None and not legacy and not applied_ids and "p" not in pub and pub.get("n", pub["d"]) == newest:
         # the same data since the floor was evaluated up to day pub["d"]: extend it by the days since
-        known = ((pub["g"], pub["s"], pub["b"], pub["cv"], pub["c"], None), pub.get("a", pub["d"]))
-        out, day = silence_floor(plan, st, today, newest, retention, pub["d"] + 1, known)
+        # day D's band: flagged, or (a floor of one day so far) the published evaluation's own
+        banded = "k" in pub if "n" in pub else pub["b"] is not None
+        known = ((pub["g"], pub["s"], pub["b"], pub["cv"], pub["c"], None), pub.get("a", pub["d"]), banded)
+        out, day, banded = silence_floor(plan, st, today, newest, retention, pub["d"] + 1, known)
         start = newest
     else:
-        out, day = silence_floor(plan, st, today, newest, retention)
+        out, day, banded = silence_floor(plan, st, today, newest, retention)
         start = newest
     segment, total, band, coverage, rows, norm = out
     if pub is None:
@@ -252,6 +273,8 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
         st.pub["p"] = 1
     elif start != today:
         st.pub["n"] = start
+        if banded:
+            st.pub["k"] = 1
     if day != today:
         st.pub["a"] = day
     new = plan.account_score(account_id, segment, total, band, coverage, rows, norm) if changed else None

@@ -566,11 +566,10 @@ class AccountState:
 
     def has_data(self, lo: int | None = None) -> bool:
         """Any usage, ticket or survey in the days retained on the day evaluated, or any attribute set."""
-        if any(v[0] is not None for v in self.at.values()):
+        if self.d0 >= self.lo:  # everything held is retained (the usual case)
+            if self.uc or self.tk or self.sv:
+                return True
+        elif (self.last_usage_day(None) is not None or self.last_kind_day("ticket") is not None
+              or self.last_kind_day("survey") is not None):
             return True
-        first = self.lo
-        if self.d0 >= first:  # everything held is retained (the usual case)
-            return bool(self.uc or self.tk or self.sv)
-        if self.last_usage_day(None) is not None or self.last_kind_day("ticket") is not None:
-            return True
-        return self.last_kind_day("survey") is not None
+        return any(v[0] is not None for v in self.at.values())

@@ -37,6 +37,7 @@ GAUGES_SECONDS = 10.0  # how often the portfolio and consumer lag gauges are ref
 # a worker is catching up (alerts held, bands tracked) until every input partition it owns is at most
 # this many records from its end: at start, and after taking partitions over
 CATCH_UP_RECORDS = 500
+FLOOR_SECONDS = 2.0  # how soon after a batch of history its accounts' silence floors are evaluated
 
 
 class Pipeline:
@@ -208,8 +209,19 @@ class Pipeline:
                     self.table.data.set_persisted_offset(tp, offset)
 
     # ------------------------------------------------------------------ time and model
-    async def reevaluate_owned(self, cause: str) -> int:
-        """Rescore the accounts of this worker's partitions whose windows slid or whose model changed."""
+    async def settle_floors(self) -> int:
+        """The silence floors that batches of history left pending (see engine.apply_events), a few seconds
+        after: one evaluation of the days since per account, however many batches brought its history."""
+        processor = self.processor
+        if not processor.pending_floors or processor.catching_up:
+            return 0  # the end of a catch-up sweeps every account
+        keys = list(processor.pending_floors)
+        processor.pending_floors.clear()
+        return await self.reevaluate_owned("timer", [k.encode() for k in keys])
+
+    async def reevaluate_owned(self, cause: str, keys: list[bytes] | None = None) -> int:
+        """Rescore the accounts of this worker's partitions (or of `keys`) whose windows slid, whose model
+        changed or whose silence floor is pending."""
         started = self.clock.monotonic()
         if not self.settled():  # during recovery a table holds old values: rescoring them would roll back
             return 0
@@ -221,7 +233,8 @@ class Pipeline:
         now = math.floor(self.clock.now() / 60) * 60
         n = self.settings.partitions
         rescored = 0
-        keys = list(self.table.data.keys())
+        if keys is None:
+            keys = list(self.table.data.keys())
         for start in range(0, len(keys), 1000):
             async with self.lock:
                 if not self.settled(generation):
@@ -400,6 +413,10 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
     @app.timer(interval=5.0)
     async def watch_model_file() -> None:
         await pipeline.check_model_file()
+
+    @app.timer(interval=FLOOR_SECONDS)
+    async def settle_floors() -> None:
+        await pipeline.settle_floors()
 
     @app.timer(interval=GAUGES_SECONDS)
     async def refresh_gauges() -> None:

@@ -33,8 +33,8 @@ from aiokafka.partitioner import murmur2
 from schemas import outputs
 from schemas.events import InvalidEvent, decode_event
 from streams.worker.snoozes import Snoozes
-from streams.core.engine import (AccountUpdate, ScoreSnapshot, apply_events, last_score, needs_reevaluation,
-                                 reevaluate, score_snapshot, snapshot_score)
+from streams.core.engine import (AccountUpdate, ScoreSnapshot, apply_events, floor_pending, last_score,
+                                 needs_reevaluation, reevaluate, score_snapshot, snapshot_score)
 from streams.core.model import HealthModel
 from streams.text import printable
 from streams.worker.envelope import Envelope, ScoreMeta, load_envelope
@@ -44,6 +44,9 @@ MAX_CHANGES = 3  # components in a score update's explanation, the largest chang
 # The broker refuses records over 1 MiB (message.max.bytes). A table value or output past this is
 # refused here, with a dead letter for the events that would have made it, long before that.
 MAX_RECORD_BYTES = 768 * 1024
+# accounts remembered for a prompt silence floor after a batch of history (about 100 bytes each); the
+# timer's sweep finds any beyond
+MAX_PENDING_FLOORS = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ class HealthProcessor:
         # set by the worker while it catches up on a backlog (at start, after taking partitions over): every
         # evaluation is then history, tracked but not alerted (see Pipeline.check_caught_up)
         self.catching_up = False
+        # accounts whose silence floor waits (a batch of history): account -> partition, for settle_floors
+        self.pending_floors: dict[str, int] = {}
         self.topics = topics
         self.input_kinds = input_kinds  # input topic -> event kind
         self.partitions = partitions
@@ -172,6 +177,8 @@ class HealthProcessor:
                     topic, partition, record, f"over a state limit of account {printable(account_id)!s}: "
                     f"{update.state.limit_reason(event)}", None, now))
         settled = self._settle(envelope, update, account_id, partition, "events", now, newest_ts)
+        if not self.catching_up and floor_pending(update.state) and len(self.pending_floors) < MAX_PENDING_FLOORS:
+            self.pending_floors[account_id] = partition  # beyond the bound, the timer's sweep finds it
         # nothing below raises
         outcomes = result.outcomes
         for event, outcome in zip(events, update.event_outcomes):

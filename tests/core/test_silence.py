@@ -3,7 +3,8 @@ time passes, under the shipped model, on random histories of every event kind; t
 and the batch twin agree on every silent day; a new event starts the floor again."""
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from streams.core import apply_events, last_score, load_model, reevaluate, score_all
+from streams.core import apply_events, last_score, load_model, needs_reevaluation, reevaluate, score_all
+from streams.core.engine import floor_pending
 from streams.core.days import DAY
 
 from .helpers import DEFAULT_YAML, T0, usage
@@ -21,7 +22,7 @@ def _streamed(events, model):
     return states
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=spec_st, silent_days=st.integers(1, 100), step=st.integers(1, 9))
 def test_no_score_rises_on_the_silent_days_after_the_last_event(specs, silent_days, step):
     events = build(specs)
@@ -42,7 +43,7 @@ def test_no_score_rises_on_the_silent_days_after_the_last_event(specs, silent_da
             before[acc] = score
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(specs=spec_st, days=st.lists(st.integers(0, 100), min_size=2, max_size=6))
 def test_the_batch_twin_alone_never_rises_with_the_clock(specs, days):
     events = build(specs)
@@ -70,3 +71,28 @@ def test_the_issue_11_account_that_stops_all_activity_falls_and_a_new_event_star
     assert back.state.pub.get("n") is None and back.state.pub.get("a") is None  # evaluated on today alone
     assert back.score is not None and back.score.score == score_all(events + [usage("a1", end + 59 * DAY, id="back")],
                                                                      SHIPPED, end + 59 * DAY + 60)["a1"].score
+
+
+def test_a_batch_of_history_leaves_the_floor_pending_until_one_reevaluation_finishes_it():
+    # a backfill: one evaluation per batch, the days since evaluated once, as history (no alert)
+    events = [usage("a1", T0 + d * DAY + h * 3600, name=n, user=f"u{h % 3}", feature=f, id=f"{d}-{h}-{n}")
+              for d in range(30) for h in range(0, 24, 6)
+              for n, f in (("login", None), ("feature_used", "reports"), ("page_view", None))]
+    now = T0 + 100 * DAY  # 70 silent days: nothing of it is retained today
+    up = apply_events(None, "a1", events, SHIPPED, now)
+    assert floor_pending(up.state) and needs_reevaluation(up.state, SHIPPED, now)
+    assert not needs_reevaluation(up.state, SHIPPED, now, catching_up=True)  # waits for the catch-up's end
+    floor = score_all(events, SHIPPED, now)["a1"]
+    pending = last_score(up.state, "a1", SHIPPED)
+    assert pending.score is None  # today alone: no data
+    assert floor.score == 28.57 and floor.band is not None
+    done = reevaluate(up.state, "a1", SHIPPED, now)
+    assert not floor_pending(done.state) and not needs_reevaluation(done.state, SHIPPED, now)
+    assert last_score(done.state, "a1", SHIPPED) == score_all(events, SHIPPED, now)["a1"]
+    assert done.score is not None and done.score.score == score_all(events, SHIPPED, now)["a1"].score
+    assert done.alerts == ()
+    # events of yesterday or today are evaluated at once (two days at most)
+    fresh = apply_events(done.state, "a1", [usage("a1", now - DAY, id="yesterday")], SHIPPED, now + 60)
+    assert not floor_pending(fresh.state)
+    assert last_score(fresh.state, "a1", SHIPPED) == score_all(events + [usage("a1", now - DAY, id="yesterday")],
+                                                               SHIPPED, now + 60)["a1"]

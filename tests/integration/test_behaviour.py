@@ -228,13 +228,23 @@ def test_a_worker_starting_on_a_backlog_pages_nobody_until_it_has_caught_up(stac
     """Issue 11, finding 1, the demo's start: 45 days published before the worker starts, the last of them
     recent. The worker reads the topics side by side, so an account's state passes through partial states
     (its usage up to day 20 with all its surveys, say): moves between those are no news, even where the
-    batch holds recent events. After the catch-up a live move pages as usual."""
+    batch holds recent events. After the catch-up a live move pages as usual.
+    Finding 3 on the way: an account silent for 62 days has no data retained today, but its score is the
+    lowest since its last event (the silence floor, left pending during the catch-up, done after it as
+    history), not "no score"."""
     from tests.integration.test_read_model import metric
 
     model = load_model(DEFAULT_MODEL)
     events = event_log(accounts=40, days=45, seed=33, usage_per_day=30)
+    silent = [UsageEvent(f"silent-{d}-{h}-{n}", "acct-silent", NOW - (92 - d) * DAY + h * 3600, n, f"u{h % 3}",
+                         f, None)
+              for d in range(30) for h in range(0, 24, 6)
+              for n, f in (("login", None), ("feature_used", "reports"), ("page_view", None))]
+    events += silent
     publish(stack.bootstrap, unique, sorted(events, key=lambda e: e.occurred_at))
     twin = score_all(events, model, NOW)
+    assert twin["acct-silent"].score is not None and twin["acct-silent"].score < 40  # the floor held it
+    assert score_all(silent, model, NOW - 62 * DAY)["acct-silent"].score > 70  # its last active day
     port = free_port()
     env = {**worker_env, "HEALTH_CLOCK_FILE": str(clock_file(tmp_path))}
     with Worker(env, tmp_path, "--web-port", str(port)) as worker:
