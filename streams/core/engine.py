@@ -60,9 +60,10 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
     """Fold a batch of one account's events into its state and rescore what they affect. `historic`: the
     caller knows the evaluation is history whatever the events' times (a worker catching up on a backlog):
     bands are tracked, no alert is raised, and the silence floor waits (only today is evaluated; the
-    next :func:`reevaluate` evaluates the days since the newest event). It waits too where the newest
-    event is older than yesterday (a backfill): a batch of history then costs one evaluation, not one
-    per day since, and the caller runs :func:`reevaluate` once for the account (:func:`floor_pending`)."""
+    next :func:`reevaluate` evaluates the days since the newest event). It waits too where the account's
+    newest event is not today's (a backfill, a sync, yesterday's events just after midnight): a batch of
+    history then costs one evaluation, not one per day since, and the caller runs :func:`reevaluate` once
+    for the account (:func:`floor_pending`), however many batches brought its history."""
     plan = plan_of(model)
     cfg = model.state
     st = state if state is not None else AccountState.new(now, cfg, events)
@@ -95,15 +96,14 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
                 latest = ts
         elif r != DUPLICATE:
             rejected.append((ev, r))
-    if not applied_ids and not needs_reevaluation(st, model, now, catching_up=historic):
+    # a pending floor is left to the caller's reevaluate: a replay of duplicates changes nothing
+    if not applied_ids and not needs_reevaluation(st, model, now, pending_floor=False):
         return _update(account_id, st, outcomes, tuple(rejected), None, (), False, moved or state is None,
                        tuple(per_event), (), None)
-    if applied_ids:
-        st.advance(today, cfg)  # the newest event moved: what its retained days no longer reach goes
     st.prune_fingerprints(cfg)
     return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
                     applied_ids, latest, tuple(per_event), historic,
-                    floor=not historic and (not applied_ids or st.newest_day(today) >= today - 1))
+                    floor=not historic and (not applied_ids or st.newest_day(today) == today))
 
 
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
@@ -122,22 +122,22 @@ def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: fl
 
 def floor_pending(state: AccountState | None) -> bool:
     """The account's published score is today's evaluation alone: its silence floor waits for a
-    :func:`reevaluate` (after a catch-up, or a batch of events older than yesterday)."""
+    :func:`reevaluate` (after a catch-up, or a batch whose newest event is not today's)."""
     return state is not None and state.pub is not None and "p" in state.pub
 
 
 def needs_reevaluation(state: AccountState | None, model: HealthModel, now: float, *,
-                       catching_up: bool = False) -> bool:
+                       pending_floor: bool = True) -> bool:
     """Cheap check for the timer: the day changed (windows slid) or the model changed since
-    the last evaluation, or the account was never scored, or its silence floor is pending (not
-    while the caller is still catching up: the floor waits for the end of it)."""
+    the last evaluation, or the account was never scored, or (with `pending_floor`; a worker catching
+    up passes False: the floor waits for the end of it) its silence floor is pending."""
     if state is None:
         return False
     pub = state.pub
     if pub is None:
         return state.has_data()
     return (pub.get("d") != day_of(now) or pub.get("m") != model.fingerprint
-            or (not catching_up and "p" in pub))
+            or (pending_floor and "p" in pub))
 
 
 def current_score(state: AccountState, account_id: str, model: HealthModel, now: float) -> AccountScore:

@@ -227,7 +227,7 @@ class HealthProcessor:
         try:
             envelope = load_envelope(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now,
-                                                                catching_up=self.catching_up):
+                                                                pending_floor=not self.catching_up):
                 return False
             update = reevaluate(envelope.state, account_id, self.model, now, historic=self.catching_up)
             settled = self._settle(envelope, update, account_id, partition, cause, now, None)

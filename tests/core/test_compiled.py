@@ -171,7 +171,7 @@ def test_compact_pub_rows_and_states_stored_by_earlier_versions():
     events = sorted(build([("usage", "acc-a", T0 + i * HOUR, ("login", f"u{i % 3}", "api", 3.0)) for i in range(30)]
                           + [("account", "acc-a", T0 + 5, {"seats": 10, "csm_rating": 7, "uptime_pct": 99.2})]),
                     key=lambda e: e.occurred_at)
-    now = T0 + 2 * DAY
+    now = T0 + 30 * HOUR  # the last login (T0 + 29 h) is today's: the silence floor is today alone
     up = apply_events(None, "acc-a", events, MODEL, now)
     pub = up.state.pub
     assert all(r == 0 or len(r) == 2 for r in pub["c"])  # [value, score]: weights follow from the pattern

@@ -81,7 +81,7 @@ def test_a_batch_of_history_leaves_the_floor_pending_until_one_reevaluation_fini
     now = T0 + 100 * DAY  # 70 silent days: nothing of it is retained today
     up = apply_events(None, "a1", events, SHIPPED, now)
     assert floor_pending(up.state) and needs_reevaluation(up.state, SHIPPED, now)
-    assert not needs_reevaluation(up.state, SHIPPED, now, catching_up=True)  # waits for the catch-up's end
+    assert not needs_reevaluation(up.state, SHIPPED, now, pending_floor=False)  # as while catching up
     floor = score_all(events, SHIPPED, now)["a1"]
     pending = last_score(up.state, "a1", SHIPPED)
     assert pending.score is None  # today alone: no data
@@ -91,8 +91,8 @@ def test_a_batch_of_history_leaves_the_floor_pending_until_one_reevaluation_fini
     assert last_score(done.state, "a1", SHIPPED) == score_all(events, SHIPPED, now)["a1"]
     assert done.score is not None and done.score.score == score_all(events, SHIPPED, now)["a1"].score
     assert done.alerts == ()
-    # events of yesterday or today are evaluated at once (two days at most)
-    fresh = apply_events(done.state, "a1", [usage("a1", now - DAY, id="yesterday")], SHIPPED, now + 60)
+    # today's events are evaluated at once (the floor's one day)
+    fresh = apply_events(done.state, "a1", [usage("a1", now + 30, id="today")], SHIPPED, now + 60)
     assert not floor_pending(fresh.state)
-    assert last_score(fresh.state, "a1", SHIPPED) == score_all(events + [usage("a1", now - DAY, id="yesterday")],
+    assert last_score(fresh.state, "a1", SHIPPED) == score_all(events + [usage("a1", now + 30, id="today")],
                                                                SHIPPED, now + 60)["a1"]

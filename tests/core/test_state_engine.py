@@ -202,7 +202,7 @@ def test_dependent_components():
 def test_timer_reevaluation_quiet_account_loses_usage_health():
     events = [attrs("a1", T0, seats=5, csm_rating=8)]
     events += [usage("a1", T0 + d * DAY + u * 60, "login", f"u{u}") for d in range(10) for u in range(5)]
-    now = T0 + 10 * DAY
+    now = T0 + 9 * DAY + 12 * HOUR  # the day of the last logins (the floor is today alone)
     up = apply_events(None, "a1", events, MODEL, now)
     st, first = up.state, up.score.score
     assert not needs_reevaluation(st, MODEL, now)
