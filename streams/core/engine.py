@@ -109,15 +109,18 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
                historic: bool = False) -> AccountUpdate:
     """Rescore with no new event (timer: windows slid, the silence floor extended or pending; model
-    rollout: every day since the newest event again). Publishes only a changed score. A pending floor
-    makes the evaluation history (it finishes a catch-up's work: its moves page nobody)."""
+    rollout: every day since the newest event again). Publishes only a changed score. A pending floor's
+    evaluation is the alert rules' first look at the events that left it pending (their evaluation ran
+    no rule): it is history when the newest of them is older than the history horizon, or when the
+    caller says so (the sweep that ends a catch-up)."""
     cfg = model.state
     today = day_of(now)
     pending = state.pub is not None and "p" in state.pub
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
+    latest = max(state.wm.values()) if pending and state.wm else None
     return _rescore(plan_of(model), state, account_id, now, today, dict.fromkeys(OUTCOMES, 0), (), True, 0,
-                    [], None, (), historic or pending)
+                    [], latest, (), historic)
 
 
 def floor_pending(state: AccountState | None) -> bool:
@@ -249,7 +252,8 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
         else:
             out = plan.run(st, today, st.attributes(), st.has_data(), None, 0, None)
         day, start, banded = today, (today if newest == today else None), False
-    elif old_rows is not None and not legacy and not applied_ids and "p" not in pub and pub.get("n", pub["d"]) == newest:
+    elif (old_rows is not None and not legacy and not applied_ids and "p" not in pub and pub["d"] <= today
+          and pub.get("n", pub["d"]) == newest):  # (a clock gone back: evaluated afresh)
         # the same data since the floor was evaluated up to day pub["d"]: extend it by the days since
         # day D's band: flagged, or (a floor of one day so far) the published evaluation's own
         banded = "k" in pub if "n" in pub else pub["b"] is not None
@@ -285,7 +289,10 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
         changes = explain(old, new)
     alerts: tuple[Alert, ...] = ()
     held = 0
-    if band is not None:  # no band (no data, or too little: insufficient_data): nothing to alert on
+    # no band (no data, or too little: insufficient_data): nothing to alert on; a pending floor: the score
+    # published is today's evaluation alone, maybe above the floor, so no rule looks at it (not even to
+    # track: the reevaluation that settles the floor compares the floor with the alert state as it was)
+    if band is not None and start is not None:
         scored = new
 
         def current() -> AccountScore:

@@ -8,6 +8,7 @@ lets the offsets be acked.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -38,6 +39,8 @@ GAUGES_SECONDS = 10.0  # how often the portfolio and consumer lag gauges are ref
 # this many records from its end: at start, and after taking partitions over
 CATCH_UP_RECORDS = 500
 FLOOR_SECONDS = 2.0  # how soon after a batch of history its accounts' silence floors are evaluated
+FLOORS_PER_RUN = 2000
+FLOORS_PER_LOCK = 100  # up to 61 evaluations each (a floor after two months of silence): ~0.25 s a hold
 
 
 class Pipeline:
@@ -75,6 +78,7 @@ class Pipeline:
                                               secret=settings.control_secret, on_snooze=self.on_snooze)
         self.table = app.Table("accounts", partitions=n, key_type=bytes, value_type=bytes)
         self.lock = asyncio.Lock()  # the batch handler and the timer must not interleave on one account
+        self.caught_up_sweep: asyncio.Future | None = None  # kept: asyncio holds running tasks weakly
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
         self.read_model = ReadModel.from_settings(settings)
         self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
@@ -112,8 +116,10 @@ class Pipeline:
             self.processor.catching_up = False
             log.info("caught up with the input (%d records behind at most): alerts are published from here on",
                      backlog)
-            # the silence floors the catch-up left pending, now rather than at the next timer run
-            asyncio.ensure_future(self.reevaluate_owned("timer")).add_done_callback(_log_failure)
+            # the silence floors the catch-up left pending, now rather than at the next timer run, as history
+            self.processor.pending_floors.clear()
+            self.caught_up_sweep = asyncio.ensure_future(self.reevaluate_owned("timer", historic=True))
+            self.caught_up_sweep.add_done_callback(_log_failure)
 
     async def on_batch(self, batches: list[RecordBatch], generation: int) -> bool:
         started = self.clock.monotonic()
@@ -211,17 +217,22 @@ class Pipeline:
     # ------------------------------------------------------------------ time and model
     async def settle_floors(self) -> int:
         """The silence floors that batches of history left pending (see engine.apply_events), a few seconds
-        after: one evaluation of the days since per account, however many batches brought its history."""
-        processor = self.processor
-        if not processor.pending_floors or processor.catching_up:
+        after: one evaluation of the days since per account, however many batches brought its history. A
+        floor can cost up to retention + 1 evaluations: at most FLOORS_PER_RUN accounts a run, the lock
+        held for FLOORS_PER_LOCK at a time, so the batches go on between them."""
+        pending = self.processor.pending_floors
+        if not pending or self.processor.catching_up:
             return 0  # the end of a catch-up sweeps every account
-        keys = list(processor.pending_floors)
-        processor.pending_floors.clear()
-        return await self.reevaluate_owned("timer", [k.encode() for k in keys])
+        accounts = list(itertools.islice(pending, FLOORS_PER_RUN))
+        for account_id in accounts:
+            del pending[account_id]  # one not settled here (a rebalance, Kafka away) waits for the timer
+        return await self.reevaluate_owned("timer", [a.encode() for a in accounts], chunk=FLOORS_PER_LOCK)
 
-    async def reevaluate_owned(self, cause: str, keys: list[bytes] | None = None) -> int:
+    async def reevaluate_owned(self, cause: str, keys: list[bytes] | None = None, *, historic: bool = False,
+                               chunk: int = 1000) -> int:
         """Rescore the accounts of this worker's partitions (or of `keys`) whose windows slid, whose model
-        changed or whose silence floor is pending."""
+        changed or whose silence floor is pending, `chunk` accounts per hold of the lock. `historic`: their
+        moves page nobody (the sweep that ends a catch-up)."""
         started = self.clock.monotonic()
         if not self.settled():  # during recovery a table holds old values: rescoring them would roll back
             return 0
@@ -235,19 +246,19 @@ class Pipeline:
         rescored = 0
         if keys is None:
             keys = list(self.table.data.keys())
-        for start in range(0, len(keys), 1000):
+        for start in range(0, len(keys), chunk):
             async with self.lock:
                 if not self.settled(generation):
                     break  # a rebalance started: the next run sweeps what this worker then owns
                 result = BatchResult()
-                for key in keys[start:start + 1000]:
+                for key in keys[start:start + chunk]:
                     account_id = key.decode()
                     partition = partition_for(account_id, n)
                     if partition not in owned:
                         continue
                     stored = self.table.data.get(key)
                     if stored is not None and self.processor.reevaluate(account_id, partition, stored, now, cause,
-                                                                        result):
+                                                                        result, historic):
                         rescored += 1
                 if not await self.commit_or_undo(result):
                     break  # Kafka is away: the next run sweeps again (the model stays in force meanwhile)

@@ -221,15 +221,15 @@ class HealthProcessor:
 
     # ------------------------------------------------------------------ timer / rollout
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
-                   result: BatchResult) -> bool:
-        """Rescore a stored account if its windows slid, the model changed or its silence floor waits for
-        the end of a catch-up; False if it was not due."""
+                   result: BatchResult, historic: bool = False) -> bool:
+        """Rescore a stored account if its windows slid, the model changed or its silence floor is pending;
+        False if it was not due. `historic`: the sweep that ends a catch-up (its moves page nobody)."""
         try:
             envelope = load_envelope(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now,
                                                                 pending_floor=not self.catching_up):
                 return False
-            update = reevaluate(envelope.state, account_id, self.model, now, historic=self.catching_up)
+            update = reevaluate(envelope.state, account_id, self.model, now, historic=historic or self.catching_up)
             settled = self._settle(envelope, update, account_id, partition, cause, now, None)
         except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
             result.failures += 1

@@ -204,19 +204,31 @@ def test_no_alert_has_an_empty_explanation():
 
 
 def test_events_older_than_the_horizon_raise_no_alert_through_the_engine():
-    from streams.core import apply_events
+    from streams.core import apply_events, last_score, reevaluate
+    from streams.core.engine import floor_pending
     from .helpers import attr_model, attrs
     model = attr_model({"csm_rating": {"scoring": {"type": "max", "max": 10}}},
                        alerts={"band_change": {"margin_points": 3, "cooldown_seconds": 3600},
                                "history_horizon_hours": 24})
     now = T0 + 10 * DAY
     up = apply_events(None, "a1", [attrs("a1", T0, id="x1", csm_rating=10)], model, now)
+    up = reevaluate(up.state, "a1", model, now)  # the worker settles the floor the old event left pending
+    assert last_score(up.state, "a1", model).band == "Healthy" and up.alerts == ()
     up = apply_events(up.state, "a1", [attrs("a1", T0 + DAY, id="x2", csm_rating=2)], model, now)
-    assert up.score.band == "Needs Attention" and up.alerts == () and up.held_back == 1
+    # a batch that leaves its floor pending publishes today's evaluation alone and no rule looks at it
+    assert floor_pending(up.state) and up.alerts == () and up.held_back == 0
+    up = reevaluate(up.state, "a1", model, now)
+    assert last_score(up.state, "a1", model).band == "Needs Attention" and up.alerts == () and up.held_back == 1
     # a sync within the horizon is news: it alerts, against the band history left
+    # (an hour before midnight: its batch leaves the floor pending, the worker's settling of it alerts)
     up = apply_events(up.state, "a1", [attrs("a1", now - 3600, id="x3", csm_rating=9)], model, now)
+    assert floor_pending(up.state) and up.alerts == ()
+    up = reevaluate(up.state, "a1", model, now + 2)
     assert [(a.type, a.band_before, a.band_after) for a in up.alerts] == [(RECOVERED, "Needs Attention", "Healthy")]
-    assert up.held_back == 0
+    assert up.held_back == 0 and up.alerts[0].time == now - 3600  # the time of the event behind it
+    # today's event is evaluated (and alerted) in its own batch
+    up = apply_events(up.state, "a1", [attrs("a1", now + 60, id="x4", csm_rating=1)], model, now + 120)
+    assert [(a.type, a.band_before, a.band_after) for a in up.alerts] == [(DEGRADED, "Healthy", "Needs Attention")]
 
 
 def test_the_global_score_below_a_level_alerts_once_and_rearms_past_its_margin():

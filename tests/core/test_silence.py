@@ -96,3 +96,17 @@ def test_a_batch_of_history_leaves_the_floor_pending_until_one_reevaluation_fini
     assert not floor_pending(fresh.state)
     assert last_score(fresh.state, "a1", SHIPPED) == score_all(events + [usage("a1", now + 30, id="today")],
                                                                SHIPPED, now + 60)["a1"]
+
+
+def test_a_clock_gone_back_evaluates_the_floor_afresh():
+    # worker A rescored a silent account just after midnight; worker B, its clock seconds behind, the same
+    # account just before it: B must not keep A's floor of a day it has not reached
+    events = [usage("a1", T0 + d * DAY + h * 3600, name=n, user=f"u{h % 3}", id=f"{d}-{h}-{n}")
+              for d in range(30) for h in range(0, 24, 8) for n in ("login", "page_view")]
+    state = _streamed(events, SHIPPED)["a1"]
+    end = T0 + 30 * DAY
+    for k in range(1, 26):
+        state = reevaluate(state, "a1", SHIPPED, end + k * DAY + 30).state
+    behind = end + 25 * DAY - 1
+    again = reevaluate(state, "a1", SHIPPED, behind)
+    assert last_score(again.state, "a1", SHIPPED) == score_all(events, SHIPPED, behind)["a1"]
