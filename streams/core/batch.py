@@ -19,7 +19,7 @@ from .days import DAY, MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
 from .engine import silence_floor
 from .model import HealthModel
 from .scoring import AccountScore, plan_of
-from .state import FUTURE, OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, classify_time
+from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, is_future
 
 __all__ = ("score_all", "EventLog")
 
@@ -123,7 +123,7 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
     today = day_of(now)
     accounts: dict[str, dict[str, Event]] = {}
     for e in events:
-        if classify_time(e.occurred_at, e.kind, now, -2**62, cfg) == FUTURE:
+        if is_future(e.occurred_at, now, cfg):
             continue
         accounts.setdefault(e.account_id, {}).setdefault(e.event_id, e)
     plan = plan_of(model)

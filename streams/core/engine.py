@@ -102,8 +102,7 @@ def apply_events(state: AccountState | None, account_id: str, events: Sequence[E
                        tuple(per_event), (), None)
     st.prune_fingerprints(cfg)
     return _rescore(plan, st, account_id, now, today, outcomes, tuple(rejected), full, affected,
-                    applied_ids, latest, tuple(per_event), historic,
-                    floor=not historic and (not applied_ids or st.newest_day(today) == today))
+                    applied_ids, latest, tuple(per_event), historic, floor=not historic)
 
 
 def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: float, *,
@@ -115,7 +114,7 @@ def reevaluate(state: AccountState, account_id: str, model: HealthModel, now: fl
     caller says so (the sweep that ends a catch-up)."""
     cfg = model.state
     today = day_of(now)
-    pending = state.pub is not None and "p" in state.pub
+    pending = floor_pending(state)
     state.advance(today, cfg)
     state.prune_fingerprints(cfg)
     latest = max(state.wm.values()) if pending and state.wm else None
@@ -244,6 +243,8 @@ def _rescore(plan: Plan, st: AccountState, account_id: str, now: float, today: i
             old_rows = [row[:2] if row else 0 for row in old_rows]
     retention = plan.model.state.retention_days
     newest = st.newest_day(today)
+    if applied_ids and newest != today:
+        floor = False  # a batch of history: one evaluation now, the days since once for all its batches
     if not floor or newest == today:
         # today alone: the floor's one day, or a catch-up (the floor waits: pending)
         if old_rows is not None and not full and pub["d"] == today and pub.get("a", today) == today:

@@ -96,12 +96,17 @@ def add_survey(b: list[int], e: SurveyEvent) -> None:
         b[2 + nps_class(e.score, bottom, top)] += 1
 
 
+def is_future(occurred_at: float, now: float, cfg: StateConfig) -> bool:
+    """Beyond the allowed clock skew: refused as 'future' (the stream) or left out (the batch twin)."""
+    return occurred_at > now + cfg.max_future_skew_seconds
+
+
 def classify_time(occurred_at: float, kind: str, now: float, retention_start: int, cfg: StateConfig) -> str | None:
     """The time rules shared by the stream and the batch twin: 'future' beyond the allowed
     clock skew, 'expired' before the retained days (account attribute upserts never expire). The
     retained days end at the account's newest event, not at the clock: an old event reaching an account
     with nothing newer counts (the days after it are the account's silence)."""
-    if occurred_at > now + cfg.max_future_skew_seconds:
+    if is_future(occurred_at, now, cfg):
         return FUTURE
     if kind != "account" and occurred_at < retention_start * DAY:
         return EXPIRED
@@ -193,8 +198,7 @@ class AccountState:
         """An empty state whose retained days end at the newest of ``events`` (the first batch) that is
         not in the future, else today."""
         today = day_of(now)
-        limit = now + cfg.max_future_skew_seconds
-        newest = max((e.occurred_at for e in events if e.occurred_at <= limit), default=None)
+        newest = max((e.occurred_at for e in events if not is_future(e.occurred_at, now, cfg)), default=None)
         end = today if newest is None or newest // DAY >= today else int(newest // DAY)
         return cls(d0=end - cfg.retention_days + 1, lo=today - cfg.retention_days + 1)
 
@@ -430,9 +434,13 @@ class AccountState:
     # ------------------------------------------------- measure primitives
     # (the MeasureSource protocol of streams.core.measures; callers advance() first or set ``lo``
     # to the first day retained on the day they evaluate; a window never reaches before it)
-    def count(self, names, lo: int | None, hi: int | None = None) -> int:
+    def _since(self, lo: int | None) -> int:
+        """A window's first day, never before the first day retained on the day evaluated (None: that day)."""
         first = self.lo
-        a = (lo if lo is not None and lo > first else first) - self.d0
+        return first if lo is None or lo < first else lo
+
+    def count(self, names, lo: int | None, hi: int | None = None) -> int:
+        a = self._since(lo) - self.d0
         series = self.uc
         total = 0
         if hi is None:
@@ -453,8 +461,7 @@ class AccountState:
         return total
 
     def value(self, names, lo: int | None, hi: int | None = None) -> tuple[int, int]:
-        first = self.lo
-        a = (lo if lo is not None and lo > first else first) - self.d0
+        a = self._since(lo) - self.d0
         b = None if hi is None else max(hi - self.d0, a)
         uc, uv = self.uc, self.uv
         s = n = 0
@@ -468,9 +475,7 @@ class AccountState:
         return s, n
 
     def users(self, lo: int | None) -> int:
-        first = self.lo
-        if lo is None or lo < first:
-            lo = first
+        lo = self._since(lo)
         n = 0
         for d in self.us.values():
             if d >= lo:
@@ -478,9 +483,7 @@ class AccountState:
         return n
 
     def features(self, lo: int | None) -> set[str]:
-        first = self.lo
-        if lo is None or lo < first:
-            lo = first
+        lo = self._since(lo)
         return {f for f, d in self.ft.items() if d >= lo}
 
     def last_usage_day(self, names) -> int | None:
@@ -525,7 +528,7 @@ class AccountState:
         """(sum of minutes from opened to first response / resolution, tickets) for the
         tickets whose response / resolution happened on day >= lo (opened in the retained days)."""
         first = (self.lo - self.d0) * MINUTES_PER_DAY
-        lo_ts = first if lo is None else max((lo - self.d0) * MINUTES_PER_DAY, first)
+        lo_ts = (self._since(lo) - self.d0) * MINUTES_PER_DAY
         total = n = 0
         for t in self.tk.values():
             end, start = t[end_field], t[T_OPENED]
@@ -536,7 +539,7 @@ class AccountState:
 
     def sla(self, lo: int | None) -> tuple[int, int]:
         first = (self.lo - self.d0) * MINUTES_PER_DAY
-        lo_ts = first if lo is None else max((lo - self.d0) * MINUTES_PER_DAY, first)
+        lo_ts = (self._since(lo) - self.d0) * MINUTES_PER_DAY
         opened = breached = 0
         for t in self.tk.values():
             if t[T_OPENED] is not None and t[T_OPENED] >= lo_ts:
@@ -547,9 +550,7 @@ class AccountState:
 
     def surveys(self, lo: int | None) -> list[int]:
         """[csat sum (thousandths), csat answers, promoters, passives, detractors] since day lo."""
-        first = self.lo
-        if lo is None or lo < first:
-            lo = first
+        lo = self._since(lo)
         c0 = c1 = c2 = c3 = c4 = 0
         every = lo <= self.d0  # a window as long as the retained days (the usual case) takes every bucket
         for k, b in self.sv.items():

@@ -100,10 +100,11 @@ class HealthProcessor:
         self.model = model
         self.snoozes = snoozes if snoozes is not None else Snoozes()  # operators' snoozes: alerts not published
         # set by the worker while it catches up on a backlog (at start, after taking partitions over): every
-        # evaluation is then history, tracked but not alerted (see Pipeline.check_caught_up)
+        # evaluation is then history, its alerts held back, and silence floors wait for the end of it (see
+        # Pipeline.check_caught_up)
         self.catching_up = False
-        # accounts whose silence floor waits (a batch of history): account -> partition, for settle_floors
-        self.pending_floors: dict[str, int] = {}
+        # accounts whose silence floor waits (a batch of history), oldest first, for Pipeline.settle_floors
+        self.pending_floors: dict[str, None] = {}
         self.topics = topics
         self.input_kinds = input_kinds  # input topic -> event kind
         self.partitions = partitions
@@ -178,7 +179,7 @@ class HealthProcessor:
                     f"{update.state.limit_reason(event)}", None, now))
         settled = self._settle(envelope, update, account_id, partition, "events", now, newest_ts)
         if not self.catching_up and floor_pending(update.state) and len(self.pending_floors) < MAX_PENDING_FLOORS:
-            self.pending_floors[account_id] = partition  # beyond the bound, the timer's sweep finds it
+            self.pending_floors[account_id] = None  # beyond the bound, the timer's sweep finds it
         # nothing below raises
         outcomes = result.outcomes
         for event, outcome in zip(events, update.event_outcomes):
