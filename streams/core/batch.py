@@ -19,39 +19,64 @@ from .days import DAY, MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
 from .engine import silence_floor
 from .model import HealthModel
 from .scoring import AccountScore, plan_of
-from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, T_RANK, TICKET_RANK, is_future
+from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, TICKET_RANK, is_future, ticket_episode_minutes
 
-__all__ = ("score_all", "EventLog")
+__all__ = ("score_all", "EventLog", "ticket_episodes")
+
+
+def ticket_episodes(events: Iterable[Event], q: int) -> dict[str, int]:
+    """event_id -> the episode of its ticket it belongs to (0, 1, ...), over all of an account's ticket
+    events: an episode ends ``q`` minutes after its first resolution (:func:`ticket_episode_minutes`), the
+    ticket's later events start the next one."""
+    by_ticket: dict[str, list] = {}
+    for e in events:
+        if e.kind == "ticket" and e.action in TICKET_RANK:
+            by_ticket.setdefault(e.ticket_id, []).append((minute_of(e.occurred_at), TICKET_RANK[e.action], e.event_id))
+    out = {}
+    for evs in by_ticket.values():
+        episode, anchor = 0, None
+        for ts, rank, event_id in sorted(evs):
+            if anchor is not None and ts > anchor + q:
+                episode, anchor = episode + 1, None
+            if rank == 3 and anchor is None:
+                anchor = ts
+            out[event_id] = episode
+    return out
 
 
 class EventLog:
-    """A measure source over one account's accepted events."""
+    """A measure source over one account's accepted events (``episode_of``: see :func:`ticket_episodes`)."""
 
-    def __init__(self, events: list[Event]):
+    def __init__(self, events: list[Event], episode_of: dict[str, int] | None = None):
         self.usage = [(day_of(e.occurred_at), e) for e in events if e.kind == "usage"]
         self.ticket_events = [e for e in events if e.kind == "ticket"]
         self.survey_events = [e for e in events if e.kind == "survey"]
         self.account_events = [e for e in events if e.kind == "account"]
-        self.tickets = self._tickets()
+        self.tickets, self.episodes = self._tickets(episode_of or {})
 
-    def _tickets(self) -> dict[str, list]:
-        out: dict[str, list] = {}
+    def _tickets(self, episode_of: dict[str, int]) -> tuple[dict[str, tuple], list[list]]:
+        """ticket id -> (last activity, last action rank); and each episode's
+        [opened (min), first response (min), resolved (max), sla breach flag (max)]."""
+        last: dict[str, tuple] = {}
+        grouped: dict[tuple, list] = {}
         for e in self.ticket_events:
             rank = TICKET_RANK.get(e.action)
             if rank is None:
                 continue
-            out.setdefault(e.ticket_id, []).append((minute_of(e.occurred_at), rank, bool(e.sla_breached)))
-        tickets = {}
-        for tid, evs in out.items():
+            ts = minute_of(e.occurred_at)
+            tid = e.ticket_id
+            if tid not in last or (ts, rank) > last[tid]:
+                last[tid] = (ts, rank)
+            grouped.setdefault((tid, episode_of.get(e.event_id, 0)), []).append((ts, rank, bool(e.sla_breached)))
+        episodes = []
+        for evs in grouped.values():
             opened = [ts for ts, r, _ in evs if r == 0]
             first = [ts for ts, r, _ in evs if r == 1]
             resolved = [ts for ts, r, _ in evs if r == 3]
             breached = [ts for ts, _, b in evs if b]
-            last_ts, last_rank = max((ts, r) for ts, r, _ in evs)
-            tickets[tid] = [min(opened) if opened else None, min(first) if first else None,
-                            max(resolved) if resolved else None, last_ts, last_rank,
-                            max(breached) if breached else None]
-        return tickets
+            episodes.append([min(opened) if opened else None, min(first) if first else None,
+                             max(resolved) if resolved else None, max(breached) if breached else None])
+        return last, episodes
 
     def _usage(self, names, lo, hi=None):
         return [e for d, e in self.usage
@@ -80,20 +105,20 @@ class EventLog:
         return max(day_of(e.occurred_at) for e in evs) if evs else None
 
     def open_tickets(self) -> int:
-        return sum(1 for t in self.tickets.values() if t[T_RANK] in OPEN_RANKS)
+        return sum(1 for _, rank in self.tickets.values() if rank in OPEN_RANKS)
 
     def ticket_durations(self, lo, end_field) -> tuple[int, int]:
         total = n = 0
-        for t in self.tickets.values():
-            end, start = t[end_field], t[T_OPENED]
+        for ep in self.episodes:
+            end, start = ep[end_field], ep[T_OPENED]
             if end is not None and start is not None and end // MINUTES_PER_DAY >= lo:
                 total += max(end - start, 0)
                 n += 1
         return total, n
 
     def sla(self, lo) -> tuple[int, int]:
-        opened = [t for t in self.tickets.values() if t[T_OPENED] is not None and t[T_OPENED] // MINUTES_PER_DAY >= lo]
-        return len(opened), sum(1 for t in opened if t[T_BREACH] is not None)
+        opened = [ep for ep in self.episodes if ep[T_OPENED] is not None and ep[T_OPENED] // MINUTES_PER_DAY >= lo]
+        return len(opened), sum(1 for ep in opened if ep[T_BREACH] is not None)
 
     def surveys(self, lo) -> list[int]:
         out = [0, 0, 0, 0, 0]
@@ -120,6 +145,7 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
     absent)."""
     cfg = model.state
     retention = cfg.retention_days
+    q = ticket_episode_minutes(cfg)
     today = day_of(now)
     accounts: dict[str, dict[str, Event]] = {}
     for e in events:
@@ -131,10 +157,11 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
     for account_id in sorted(accounts):
         evs = list(accounts[account_id].values())
         newest = min(max(day_of(e.occurred_at) for e in evs), today)
+        episode_of = ticket_episodes(evs, q)
 
-        def retained(day: int, evs=evs) -> EventLog:
+        def retained(day: int, evs=evs, episode_of=episode_of) -> EventLog:
             start = (day - retention + 1) * DAY
-            return EventLog([e for e in evs if e.kind == "account" or e.occurred_at >= start])
+            return EventLog([e for e in evs if e.kind == "account" or e.occurred_at >= start], episode_of)
 
         best, _, _ = silence_floor(plan, retained, today, newest, retention)
         out[account_id] = plan.account_score(account_id, *best)

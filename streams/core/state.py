@@ -21,9 +21,20 @@ it under 4 KB after months of activity):
   ``wm - allowed lateness``; each kind has its own, ``StateConfig.lateness``).
 - ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
 - ``us`` / ``ft``: fingerprint of the user id / feature -> last day seen.
-- ``tk``: ticket id -> [opened (min), first_response (min), resolved (max), last activity,
-  last action rank, last time flagged sla_breached]; times in whole minutes since the
-  start of day ``d0`` (rebased when ``d0`` slides), or null.
+- ``tk``: ticket id -> [last activity, last action rank, episode (absent once folded), next episode
+  (only while both are live)]; an episode is [opened (min), first_response (min), resolved (max), last time flagged
+  sla_breached (max), first resolution (min: its *anchor*)]; times in whole minutes since the start of
+  day ``d0`` (rebased when ``d0`` slides; an anchor may go below zero, the others become null). A
+  ticket's events more than its kind's allowed lateness after the episode's first resolution belong to
+  the next episode (a ticket reopened a week after it was resolved counts as a new ticket, with no
+  ``opened`` of its own): that rule is decided exactly on arrival (:func:`ticket_episode_minutes`).
+- ``tf`` / ``tl``: the figures of finished episodes, folded so the state is bounded by days, not
+  tickets. An episode is finished once its ticket kind's watermark minus the allowed lateness has
+  passed its anchor plus the allowed lateness: no event that could still be accepted can reach it.
+  ``tf``: a dense list indexed by the opened day (index 0 is ``d0``), each 0 or [episodes opened,
+  of them flagged sla_breached on or after the opened day, first responses as [day lag, minutes, n]
+  triples, resolutions likewise, and (rarely) breaches flagged before the opened day as [day lag, n]
+  pairs]; ``tl``: the day of the latest activity of a ticket folded away (for recency).
 - ``sv``: day -> [csat sum (thousandths of the 1..5 scale), csat answers, promoters,
   passives, detractors].
 - ``at``: attribute -> [value, occurred_at, fingerprint]: last writer wins by
@@ -56,7 +67,14 @@ from .model import StateConfig
 # Ticket actions ordered to break ties between actions at the same second.
 TICKET_RANK = MappingProxyType({"opened": 0, "first_response": 1, "reopened": 2, "resolved": 3, "closed": 4})
 OPEN_RANKS = (0, 1, 2)
-T_OPENED, T_FIRST, T_RESOLVED, T_LAST, T_RANK, T_BREACH = range(6)
+CLOSED_RANKS = (3, 4)
+# a ticket: [last activity, last action rank, episode (none once folded), next episode (optional)]
+T_LAST, T_RANK, T_EPISODE, T_NEXT = range(4)
+# an episode: [opened (min), first response (min), resolved (max), sla breach flag (max), first resolution]
+T_OPENED, T_FIRST, T_RESOLVED, T_BREACH, T_ANCHOR = range(5)
+# a folded day (tf): [episodes opened, breached on or after that day, first responses, resolutions, breaches before]
+F_OPENED, F_BREACHED, F_FIRST, F_RESOLVED, F_EARLY = range(5)
+_F_LISTS = MappingProxyType({T_FIRST: F_FIRST, T_RESOLVED: F_RESOLVED})
 
 APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE, OVER_LIMIT = "applied", "duplicate", "late", "expired", "future", "over_limit"
 OUTCOMES = (APPLIED, DUPLICATE, LATE, EXPIRED, FUTURE, OVER_LIMIT)
@@ -113,6 +131,46 @@ def classify_time(occurred_at: float, kind: str, now: float, retention_start: in
     return None
 
 
+def ticket_episode_minutes(cfg: StateConfig) -> int:
+    """How long after an episode's first resolution its ticket's events still belong to it (minutes): the
+    ticket kind's allowed lateness, rounded up. No shorter, so the split is decided exactly on arrival:
+    a resolution that could still be accepted is never so early that an event already applied would
+    fall after its end (the batch twin applies the same rule to the whole event set)."""
+    return -(-cfg.lateness_of["ticket"] // 60)
+
+
+def _new_episode() -> list:
+    return [None, None, None, None, None]
+
+
+def _episode_add(ep: list, ts: int, rank: int, breached: bool) -> None:
+    if rank == 0:
+        if ep[T_OPENED] is None or ts < ep[T_OPENED]:
+            ep[T_OPENED] = ts
+    elif rank == 1:
+        if ep[T_FIRST] is None or ts < ep[T_FIRST]:
+            ep[T_FIRST] = ts
+    elif rank == 3:
+        if ep[T_RESOLVED] is None or ts > ep[T_RESOLVED]:
+            ep[T_RESOLVED] = ts
+        if ep[T_ANCHOR] is None or ts < ep[T_ANCHOR]:
+            ep[T_ANCHOR] = ts
+    if breached and (ep[T_BREACH] is None or ts > ep[T_BREACH]):
+        ep[T_BREACH] = ts
+
+
+def _add_lag(flat: list, lag: int, *values: int) -> None:
+    """Add ``values`` to the group of ``lag`` in a flat [lag, v1, v2.., lag, ...] list."""
+    step = 1 + len(values)
+    for i in range(0, len(flat), step):
+        if flat[i] == lag:
+            for j, v in enumerate(values, 1):
+                flat[i + j] += v
+            return
+    flat.append(lag)
+    flat.extend(values)
+
+
 _KEY_HOURS = BoundedCache(65536)  # fingerprint key ("u1392") -> hour (1392): the keys recur across accounts
 
 
@@ -154,6 +212,8 @@ class AccountState:
     at: dict[str, list] = field(default_factory=dict)
     pub: dict | None = None
     al: dict = field(default_factory=dict)
+    tf: list = field(default_factory=list)
+    tl: int | None = None
     # not stored: fingerprints held in fp, counted when first needed (-1: not counted yet)
     fn: int = field(default=-1, compare=False, repr=False)
     # not stored: the first day retained on the day being evaluated (set by advance and the engine)
@@ -176,6 +236,10 @@ class AccountState:
             d["ft"] = self.ft
         if self.tk:
             d["tk"] = self.tk
+        if self.tf:
+            d["tf"] = self.tf
+        if self.tl is not None:
+            d["tl"] = self.tl
         if self.sv:
             d["sv"] = self.sv
         if self.at:
@@ -190,8 +254,12 @@ class AccountState:
     def from_dict(cls, d: dict[str, Any]) -> "AccountState":
         get = d.get
         d0 = get("d0", 0)
+        tk = get("tk", {})
+        if tk and len(next(iter(tk.values()))) == 6:
+            tk = _migrate_tickets(tk)
         return cls(d0, get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), get("us", {}),
-                   get("ft", {}), get("tk", {}), get("sv", {}), get("at", {}), get("pub"), get("al", {}), -1, d0)
+                   get("ft", {}), tk, get("sv", {}), get("at", {}), get("pub"), get("al", {}), get("tf", []),
+                   get("tl"), -1, d0)
 
     @classmethod
     def new(cls, now: float, cfg: StateConfig, events=()) -> "AccountState":
@@ -241,9 +309,18 @@ class AccountState:
             if t[T_LAST] < 0:
                 del self.tk[tid]
                 continue
-            for i in (T_OPENED, T_FIRST, T_RESOLVED, T_BREACH):
-                if t[i] is not None:
-                    t[i] = t[i] - dm if t[i] >= dm else None
+            for ep in t[T_EPISODE:]:
+                for i in (T_OPENED, T_FIRST, T_RESOLVED, T_BREACH):
+                    if ep[i] is not None:
+                        ep[i] = ep[i] - dm if ep[i] >= dm else None
+                if ep[T_ANCHOR] is not None:  # kept below zero: it still decides where the episode ends
+                    ep[T_ANCHOR] -= dm
+        if self.tf:
+            self.tf = self.tf[shift:]  # episodes opened before the first retained day can never count again
+            while self.tf and not self.tf[-1]:
+                self.tf.pop()
+        if self.tl is not None and self.tl < new_d0:
+            self.tl = None
         if self.fp:
             dh = shift * 24
             # hours before the new d0 can only receive expired events: forget them
@@ -262,6 +339,8 @@ class AccountState:
             cutoff = account_wm - lateness["account"]
             for k in [k for k, v in self.at.items() if v[0] is None and v[1] < cutoff]:
                 del self.at[k]
+        if self.tk and "ticket" in self.wm:
+            self._fold_tickets(cfg)
         if not self.wm or not self.fp:
             return
         start = self.d0 * DAY
@@ -341,7 +420,7 @@ class AccountState:
         if kind == "usage":
             self._usage(event, day - d0, day)
         elif kind == "ticket":
-            self._ticket(event)
+            self._ticket(event, cfg)
         elif kind == "survey":
             self._survey(event, day)
         elif kind == "account":
@@ -395,27 +474,99 @@ class AccountState:
         if feature is not None and self.ft.get(feature, -1) < day:
             self.ft[feature] = day
 
-    def _ticket(self, e: TicketEvent) -> None:
-        ts = minute_of(e.occurred_at) - self.d0 * MINUTES_PER_DAY
+    def _ticket(self, e: TicketEvent, cfg: StateConfig) -> None:
         rank = TICKET_RANK.get(e.action)
         if rank is None:
             return
+        ts = minute_of(e.occurred_at) - self.d0 * MINUTES_PER_DAY
         t = self.tk.get(e.ticket_id)
+        q = ticket_episode_minutes(cfg)
         if t is None:
-            t = self.tk[e.ticket_id] = [None, None, None, ts, rank, None]
-        elif (ts, rank) > (t[T_LAST], t[T_RANK]):
-            t[T_LAST], t[T_RANK] = ts, rank
-        if rank == 0:
-            if t[T_OPENED] is None or ts < t[T_OPENED]:
-                t[T_OPENED] = ts
-        elif rank == 1:
-            if t[T_FIRST] is None or ts < t[T_FIRST]:
-                t[T_FIRST] = ts
-        elif rank == 3:
-            if t[T_RESOLVED] is None or ts > t[T_RESOLVED]:
-                t[T_RESOLVED] = ts
-        if e.sla_breached and (t[T_BREACH] is None or ts > t[T_BREACH]):
-            t[T_BREACH] = ts
+            t = self.tk[e.ticket_id] = [ts, rank]
+        else:
+            if (ts, rank) > (t[T_LAST], t[T_RANK]):
+                t[T_LAST], t[T_RANK] = ts, rank
+            if len(t) > T_EPISODE:
+                self._fold_finished(t, self._fold_cutoff(cfg), q)
+        breached = bool(e.sla_breached)
+        if not breached and rank in (2, 4):  # a reopening or a closing sets no figure of an episode
+            return
+        if len(t) == T_EPISODE:
+            t.append(_new_episode())
+        ep = t[T_EPISODE]
+        anchor = ep[T_ANCHOR]
+        if anchor is not None and ts > anchor + q:  # after its episode's end: the next episode
+            if len(t) == T_NEXT:
+                t.append(_new_episode())
+            ep = t[T_NEXT]
+        _episode_add(ep, ts, rank, breached)
+
+    # ------------------------------------------------------ ticket folding
+    def _fold_cutoff(self, cfg: StateConfig) -> int:
+        """The earliest minute (from d0) an event of the ticket kind can still be accepted at."""
+        return minute_of(self.wm["ticket"] - cfg.lateness_of["ticket"]) - self.d0 * MINUTES_PER_DAY
+
+    def _fold_tickets(self, cfg: StateConfig) -> None:
+        """Fold every finished episode; forget the tickets left with no episode, a closed last action and
+        no accepted event that could come before it (a later event of theirs starts afresh, the same)."""
+        cutoff, q = self._fold_cutoff(cfg), ticket_episode_minutes(cfg)
+        dead = None
+        for tid, t in self.tk.items():
+            if len(t) > T_EPISODE:
+                anchor = t[T_EPISODE][T_ANCHOR]
+                if anchor is None or cutoff <= anchor + q or not self._fold_finished(t, cutoff, q):
+                    continue
+            if t[T_RANK] in CLOSED_RANKS and t[T_LAST] < cutoff:
+                if dead is None:
+                    dead = [tid]
+                else:
+                    dead.append(tid)
+        if dead is not None:
+            for tid in dead:
+                last = self.d0 + self.tk.pop(tid)[T_LAST] // MINUTES_PER_DAY
+                if self.tl is None or last > self.tl:
+                    self.tl = last
+
+    def _fold_finished(self, t: list, cutoff: int, q: int) -> bool:
+        """Fold the ticket's episodes that have ended before ``cutoff``; True when none is left."""
+        while True:
+            ep = t[T_EPISODE]
+            anchor = ep[T_ANCHOR]
+            if anchor is None or cutoff <= anchor + q:
+                return False
+            self._fold(ep)
+            if len(t) > T_NEXT:
+                t[T_EPISODE] = t.pop()
+            else:
+                t.pop()
+                return True
+
+    def _fold(self, ep: list) -> None:
+        """Add a finished episode's figures to its opened day in ``tf`` (nothing if its opening is not retained)."""
+        opened = ep[T_OPENED]
+        if opened is None:
+            return
+        i = opened // MINUTES_PER_DAY
+        tf = self.tf
+        if i >= len(tf):
+            tf.extend([0] * (i - len(tf) + 1))
+        f = tf[i]
+        if not f:
+            f = tf[i] = [0, 0, [], []]
+        f[F_OPENED] += 1
+        breach = ep[T_BREACH]
+        if breach is not None:
+            lag = breach // MINUTES_PER_DAY - i
+            if lag >= 0:
+                f[F_BREACHED] += 1
+            else:
+                if len(f) == F_EARLY:
+                    f.append([])
+                _add_lag(f[F_EARLY], lag, 1)
+        for field_, slot in _F_LISTS.items():
+            end = ep[field_]
+            if end is not None:
+                _add_lag(f[slot], end // MINUTES_PER_DAY - i, max(end - opened, 0), 1)
 
     def _survey(self, e: SurveyEvent, day: int) -> None:
         key = str(day)
@@ -500,15 +651,13 @@ class AccountState:
         if kind == "usage":
             return self.last_usage_day(None)
         if kind == "ticket":
-            if not self.tk:
-                return None
-            last = None
-            for t in self.tk.values():
-                x = t[T_LAST]
-                if last is None or x > last:
-                    last = x
-            day = self.d0 + last // MINUTES_PER_DAY
-            return day if day >= self.lo else None
+            day = self.tl
+            if self.tk:
+                last = max(t[T_LAST] for t in self.tk.values())
+                live = self.d0 + last // MINUTES_PER_DAY
+                if day is None or live > day:
+                    day = live
+            return day if day is not None and day >= self.lo else None
         if kind == "survey":
             if not self.sv:
                 return None
@@ -525,27 +674,54 @@ class AccountState:
         return n
 
     def ticket_durations(self, lo: int | None, end_field: int) -> tuple[int, int]:
-        """(sum of minutes from opened to first response / resolution, tickets) for the
-        tickets whose response / resolution happened on day >= lo (opened in the retained days)."""
-        first = (self.lo - self.d0) * MINUTES_PER_DAY
-        lo_ts = (self._since(lo) - self.d0) * MINUTES_PER_DAY
+        """(sum of minutes from opened to first response / resolution, episodes) for the ticket
+        episodes whose response / resolution happened on day >= lo (opened in the retained days)."""
+        first_day = self.lo - self.d0
+        first = first_day * MINUTES_PER_DAY
+        lo_day = self._since(lo) - self.d0
+        lo_ts = lo_day * MINUTES_PER_DAY
         total = n = 0
         for t in self.tk.values():
-            end, start = t[end_field], t[T_OPENED]
-            if end is not None and start is not None and end >= lo_ts and start >= first:
-                total += max(end - start, 0)
-                n += 1
+            for ep in t[T_EPISODE:]:
+                end, start = ep[end_field], ep[T_OPENED]
+                if end is not None and start is not None and end >= lo_ts and start >= first:
+                    total += max(end - start, 0)
+                    n += 1
+        slot = _F_LISTS[end_field]
+        tf = self.tf
+        for i in range(max(first_day, 0), len(tf)):
+            f = tf[i]
+            if f:
+                flat = f[slot]
+                for j in range(0, len(flat), 3):
+                    if i + flat[j] >= lo_day:
+                        total += flat[j + 1]
+                        n += flat[j + 2]
         return total, n
 
     def sla(self, lo: int | None) -> tuple[int, int]:
-        first = (self.lo - self.d0) * MINUTES_PER_DAY
-        lo_ts = (self._since(lo) - self.d0) * MINUTES_PER_DAY
+        first_day = self.lo - self.d0
+        first = first_day * MINUTES_PER_DAY
+        lo_day = self._since(lo) - self.d0
+        lo_ts = lo_day * MINUTES_PER_DAY
         opened = breached = 0
         for t in self.tk.values():
-            if t[T_OPENED] is not None and t[T_OPENED] >= lo_ts:
-                opened += 1
-                if t[T_BREACH] is not None and t[T_BREACH] >= first:
-                    breached += 1
+            for ep in t[T_EPISODE:]:
+                if ep[T_OPENED] is not None and ep[T_OPENED] >= lo_ts:
+                    opened += 1
+                    if ep[T_BREACH] is not None and ep[T_BREACH] >= first:
+                        breached += 1
+        tf = self.tf
+        for i in range(max(lo_day, 0), len(tf)):
+            f = tf[i]
+            if f:
+                opened += f[F_OPENED]
+                breached += f[F_BREACHED]  # flagged on or after a day >= lo >= the first retained
+                if len(f) > F_EARLY:
+                    early = f[F_EARLY]
+                    for j in range(0, len(early), 2):
+                        if i + early[j] >= first_day:
+                            breached += early[j + 1]
         return opened, breached
 
     def surveys(self, lo: int | None) -> list[int]:
@@ -568,9 +744,15 @@ class AccountState:
     def has_data(self, lo: int | None = None) -> bool:
         """Any usage, ticket or survey in the days retained on the day evaluated, or any attribute set."""
         if self.d0 >= self.lo:  # everything held is retained (the usual case)
-            if self.uc or self.tk or self.sv:
+            if self.uc or self.tk or self.sv or self.tl is not None:
                 return True
         elif (self.last_usage_day(None) is not None or self.last_kind_day("ticket") is not None
               or self.last_kind_day("survey") is not None):
             return True
         return any(v[0] is not None for v in self.at.values())
+
+
+def _migrate_tickets(tk: dict[str, list]) -> dict[str, list]:
+    """Tickets stored before episodes ([opened, first, resolved, last, rank, breach]): one episode each,
+    anchored at the resolution held (the latest; the first is not known), so their figures are unchanged."""
+    return {tid: [t[3], t[4], [t[0], t[1], t[2], t[5], t[2]]] for tid, t in tk.items()}
