@@ -20,7 +20,8 @@ it under 4 KB after months of activity):
   while the hour may still receive events (not wholly older than the kind's
   ``wm - allowed lateness``; each kind has its own, ``StateConfig.lateness``).
 - ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
-- ``us`` / ``ft``: fingerprint of the user id / feature -> last day seen.
+- ``us``: day -> the fingerprints of the user ids last seen that day, concatenated (8 characters
+  each; grouped by day, a user costs its fingerprint alone). ``ft``: feature -> last day seen.
 - ``tk``: ticket id -> [last activity, last action rank, episode (absent once folded), next episode
   (only while both are live)]; an episode is [opened (min), first_response (min), resolved (max), last time flagged
   sla_breached (max), first resolution (min: its *anchor*)]; times in whole minutes since the start of
@@ -35,8 +36,9 @@ it under 4 KB after months of activity):
   of them flagged sla_breached on or after the opened day, first responses as [day lag, minutes, n]
   triples, resolutions likewise, and (rarely) breaches flagged before the opened day as [day lag, n]
   pairs]; ``tl``: the day of the latest activity of a ticket folded away (for recency).
-- ``sv``: day -> [csat sum (thousandths of the 1..5 scale), csat answers, promoters,
-  passives, detractors].
+- ``sv``: a dense list indexed by day (index 0 is ``d0``), each 0 (no answer that day) or [csat sum
+  (thousandths of the 1..5 scale), csat answers, promoters, passives, detractors]; it ends on the last
+  day with an answer.
 - ``at``: attribute -> [value, occurred_at, fingerprint]: last writer wins by
   (occurred_at, fingerprint of event_id), so arrival order does not matter.
 - ``pub``: the last evaluated score (for change detection, explanations and incremental
@@ -205,10 +207,10 @@ class AccountState:
     fp: dict[str, str] = field(default_factory=dict)
     uc: dict[str, list[int]] = field(default_factory=dict)
     uv: dict[str, list[int]] = field(default_factory=dict)
-    us: dict[str, int] = field(default_factory=dict)
+    us: dict[str, str] = field(default_factory=dict)
     ft: dict[str, int] = field(default_factory=dict)
     tk: dict[str, list] = field(default_factory=dict)
-    sv: dict[str, list[int]] = field(default_factory=dict)
+    sv: list = field(default_factory=list)
     at: dict[str, list] = field(default_factory=dict)
     pub: dict | None = None
     al: dict = field(default_factory=dict)
@@ -218,6 +220,8 @@ class AccountState:
     fn: int = field(default=-1, compare=False, repr=False)
     # not stored: the first day retained on the day being evaluated (set by advance and the engine)
     lo: int = field(default=0, compare=False, repr=False)
+    # not stored: users held in us, counted when first needed (-1: not counted yet)
+    un: int = field(default=-1, compare=False, repr=False)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -257,8 +261,14 @@ class AccountState:
         tk = get("tk", {})
         if tk and len(next(iter(tk.values()))) == 6:
             tk = _migrate_tickets(tk)
-        return cls(d0, get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), get("us", {}),
-                   get("ft", {}), tk, get("sv", {}), get("at", {}), get("pub"), get("al", {}), get("tf", []),
+        us = get("us", {})
+        if us and isinstance(next(iter(us.values())), int):
+            us = _migrate_users(us)
+        sv = get("sv", [])
+        if isinstance(sv, dict):
+            sv = _migrate_surveys(sv, d0)
+        return cls(d0, get("wm", {}), get("fp", {}), get("uc", {}), get("uv", {}), us,
+                   get("ft", {}), tk, sv, get("at", {}), get("pub"), get("al", {}), get("tf", []),
                    get("tl"), -1, d0)
 
     @classmethod
@@ -297,11 +307,13 @@ class AccountState:
                     series[name] = arr
                 else:
                     del series[name]
-        for m in (self.us, self.ft):
-            for k in [k for k, d in m.items() if d < new_d0]:
-                del m[k]
-        for k in [k for k in self.sv if int(k) < new_d0]:
-            del self.sv[k]
+        for k in [k for k, d in self.ft.items() if d < new_d0]:
+            del self.ft[k]
+        for k in [k for k in self.us if int(k) < new_d0]:
+            del self.us[k]
+            self.un = -1
+        if self.sv:
+            self.sv = _strip(self.sv[shift:])
         dm = shift * MINUTES_PER_DAY
         for tid in list(self.tk):
             t = self.tk[tid]
@@ -316,9 +328,7 @@ class AccountState:
                 if ep[T_ANCHOR] is not None:  # kept below zero: it still decides where the episode ends
                     ep[T_ANCHOR] -= dm
         if self.tf:
-            self.tf = self.tf[shift:]  # episodes opened before the first retained day can never count again
-            while self.tf and not self.tf[-1]:
-                self.tf.pop()
+            self.tf = _strip(self.tf[shift:])  # episodes opened before the first retained day never count again
         if self.tl is not None and self.tl < new_d0:
             self.tl = None
         if self.fp:
@@ -385,15 +395,11 @@ class AccountState:
         hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # the hour counted from the start of day d0
         fp = self.fp
         seen = fp.get(hkey)
-        if seen is not None:
-            i = seen.find(fpr)
-            while i >= 0:
-                if i % FINGERPRINT_CHARS == 0:
-                    return DUPLICATE
-                i = seen.find(fpr, i + 1)
+        if seen is not None and _at(seen, fpr) >= 0:
+            return DUPLICATE
         # near a limit only, a closer look (len() is all the usual case costs)
         if kind == "usage":
-            if (len(self.uc) >= _L_NAMES or len(self.us) >= _L_USERS or len(self.ft) >= _L_FEATURES) \
+            if (len(self.uc) >= _L_NAMES or self._users_held() >= _L_USERS or len(self.ft) >= _L_FEATURES) \
                     and self._over_limit(event) is not None:
                 return OVER_LIMIT
         elif kind == "ticket":
@@ -422,7 +428,7 @@ class AccountState:
         elif kind == "ticket":
             self._ticket(event, cfg)
         elif kind == "survey":
-            self._survey(event, day)
+            self._survey(event, day - d0)
         elif kind == "account":
             self._account(event, fpr)
         return APPLIED
@@ -434,7 +440,7 @@ class AccountState:
         if kind == "usage":
             if e.name not in self.uc and len(self.uc) >= lim.event_names:
                 return f"usage event names: the account already has {lim.event_names} distinct names in its retained days"
-            if e.user_id is not None and len(self.us) >= lim.users and fingerprint(e.user_id) not in self.us:
+            if e.user_id is not None and self._users_held() >= lim.users and self._user_day(fingerprint(e.user_id)) is None:
                 return f"user ids: the account already has {lim.users} distinct users in its retained days"
             if e.feature is not None and len(self.ft) >= lim.features and e.feature not in self.ft:
                 return f"features: the account already has {lim.features} distinct features in its retained days"
@@ -467,12 +473,47 @@ class AccountState:
         if e.value is not None:
             _add(self.uv, name, i, to_centi(e.value))
         if e.user_id is not None:
-            u = fingerprint(e.user_id)
-            if self.us.get(u, -1) < day:
-                self.us[u] = day
+            self._user_seen(fingerprint(e.user_id), day)
         feature = e.feature
         if feature is not None and self.ft.get(feature, -1) < day:
             self.ft[feature] = day
+
+    # ------------------------------------------------------------------ users
+    def _user_seen(self, u: str, day: int) -> None:
+        """Move the user's fingerprint to the group of ``day`` unless it is seen on that day or later."""
+        us = self.us
+        key = str(day)
+        group = us.get(key)
+        if group is not None and _at(group, u) >= 0:
+            return
+        old = self._user_day(u)
+        if old is None:
+            if self.un >= 0:
+                self.un += 1
+        elif int(old) >= day:
+            return
+        else:
+            held = us[old]
+            i = _at(held, u)
+            rest = held[:i] + held[i + FINGERPRINT_CHARS:]
+            if rest:
+                us[old] = rest
+            else:
+                del us[old]
+        us[key] = u if group is None else group + u
+
+    def _user_day(self, u: str) -> str | None:
+        """The day (key of ``us``) the user was last seen, or None."""
+        for k, group in self.us.items():
+            if _at(group, u) >= 0:
+                return k
+        return None
+
+    def _users_held(self) -> int:
+        n = self.un
+        if n < 0:
+            n = self.un = sum(map(len, self.us.values())) // FINGERPRINT_CHARS
+        return n
 
     def _ticket(self, e: TicketEvent, cfg: StateConfig) -> None:
         rank = TICKET_RANK.get(e.action)
@@ -568,11 +609,13 @@ class AccountState:
             if end is not None:
                 _add_lag(f[slot], end // MINUTES_PER_DAY - i, max(end - opened, 0), 1)
 
-    def _survey(self, e: SurveyEvent, day: int) -> None:
-        key = str(day)
-        b = self.sv.get(key)
-        if b is None:
-            b = self.sv[key] = [0, 0, 0, 0, 0]
+    def _survey(self, e: SurveyEvent, i: int) -> None:
+        sv = self.sv
+        if i >= len(sv):
+            sv.extend([0] * (i - len(sv) + 1))
+        b = sv[i]
+        if not b:
+            b = sv[i] = [0, 0, 0, 0, 0]
         add_survey(b, e)
 
     def _account(self, e: AccountEvent, fpr: str) -> None:
@@ -628,10 +671,10 @@ class AccountState:
     def users(self, lo: int | None) -> int:
         lo = self._since(lo)
         n = 0
-        for d in self.us.values():
-            if d >= lo:
-                n += 1
-        return n
+        for k, group in self.us.items():
+            if int(k) >= lo:
+                n += len(group)
+        return n // FINGERPRINT_CHARS
 
     def features(self, lo: int | None) -> set[str]:
         lo = self._since(lo)
@@ -659,10 +702,8 @@ class AccountState:
                     day = live
             return day if day is not None and day >= self.lo else None
         if kind == "survey":
-            if not self.sv:
-                return None
-            day = max(map(int, self.sv))
-            return day if day >= self.lo else None
+            day = self.d0 + len(self.sv) - 1  # the list ends on its last day with an answer
+            return day if self.sv and day >= self.lo else None
         return None
 
     def open_tickets(self) -> int:
@@ -729,8 +770,8 @@ class AccountState:
         lo = self._since(lo)
         c0 = c1 = c2 = c3 = c4 = 0
         every = lo <= self.d0  # a window as long as the retained days (the usual case) takes every bucket
-        for k, b in self.sv.items():
-            if every or int(k) >= lo:
+        for b in (self.sv if every else self.sv[lo - self.d0:]):
+            if b:
                 c0 += b[0]
                 c1 += b[1]
                 c2 += b[2]
@@ -750,6 +791,45 @@ class AccountState:
               or self.last_kind_day("survey") is not None):
             return True
         return any(v[0] is not None for v in self.at.values())
+
+
+def _at(group: str, fpr: str) -> int:
+    """Where a fingerprint starts in a concatenation of them, or -1 (a match across two is not one)."""
+    i = group.find(fpr)
+    while i >= 0:
+        if i % FINGERPRINT_CHARS == 0:
+            return i
+        i = group.find(fpr, i + 1)
+    return -1
+
+
+def _migrate_users(us: dict[str, int]) -> dict[str, str]:
+    """Users stored before they were grouped by day (fingerprint -> last day seen)."""
+    out: dict[str, str] = {}
+    for u, day in us.items():
+        key = str(day)
+        out[key] = out.get(key, "") + u
+    return out
+
+
+def _strip(dense: list) -> list:
+    """A dense daily list without its trailing empty days (so it ends on its last day with data)."""
+    n = len(dense)
+    while n and not dense[n - 1]:
+        n -= 1
+    return dense if n == len(dense) else dense[:n]
+
+
+def _migrate_surveys(sv: dict[str, list[int]], d0: int) -> list:
+    """Survey buckets stored keyed by day before they were a dense list."""
+    out: list = []
+    for k, b in sv.items():
+        i = int(k) - d0
+        if i >= 0:
+            if i >= len(out):
+                out.extend([0] * (i - len(out) + 1))
+            out[i] = b
+    return _strip(out)
 
 
 def _migrate_tickets(tk: dict[str, list]) -> dict[str, list]:

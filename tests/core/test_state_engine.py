@@ -294,3 +294,37 @@ def test_survey_and_ticket_events_synced_days_late_count_in_their_windows():
     usage_late = apply_events(late.state, "a1", [usage("a1", now, id="u-now"), usage("a1", now - 2 * DAY)], MODEL,
                               now + 180)
     assert usage_late.outcomes == {**usage_late.outcomes, "applied": 1, "late": 1}
+
+
+# ------------------------------------------------------------- issue 10, part 5: compact state
+def _old_format(d: dict) -> dict:
+    """The same state as stored before users were grouped by day and surveys were a dense list."""
+    d = orjson.loads(orjson.dumps(d))
+    d["us"] = {g[i:i + 8]: int(day) for day, g in d.get("us", {}).items() for i in range(0, len(g), 8)}
+    d["sv"] = {str(d["d0"] + i): b for i, b in enumerate(d.get("sv", [])) if b}
+    return d
+
+
+def test_users_and_surveys_stored_in_the_old_format_migrate_on_load():
+    rng = random.Random(7)
+    answers = [survey("a1", T0 + d * DAY + 3600, kind, score) for d, kind, score in
+               ((2, "csat", 4), (9, "nps", 9), (15, "csat", 2), (15, "nps", 3), (30, "csat", 5))]
+    events = sorted([e for e in account_events("a1", T0, 40, rng) if e.occurred_at < T0 + 40 * DAY] + answers,
+                    key=lambda e: e.occurred_at)
+    half = len(events) // 2
+    now = events[half - 1].occurred_at + HOUR
+    st = apply_events(None, "a1", events[:half], MODEL, now).state
+    old = _old_format(st.to_dict())
+    assert old["us"] and old["sv"] and isinstance(next(iter(old["us"].values())), int)
+    migrated = AccountState.from_dict(old)
+    assert migrated.to_dict()["us"] and current_score(migrated, "a1", MODEL, now) == current_score(st, "a1", MODEL, now)
+    today = int(now // DAY)
+    for lo in (None, today, today - 6, today - 29):
+        assert migrated.users(lo) == st.users(lo) and migrated.surveys(lo) == st.surveys(lo)
+    # and it goes on as the new one does: the rest of the history, then a month of silence
+    now = events[-1].occurred_at + HOUR
+    a = apply_events(roundtrip(st), "a1", events[half:], MODEL, now).state
+    b = apply_events(migrated, "a1", events[half:], MODEL, now).state
+    for later in (now, now + 10 * DAY, now + 30 * DAY):
+        assert current_score(a, "a1", MODEL, later) == current_score(b, "a1", MODEL, later) \
+            == score_all(events, MODEL, later)["a1"]
