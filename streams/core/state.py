@@ -20,8 +20,9 @@ it under 4 KB after months of activity):
   while the hour may still receive events (not wholly older than the kind's
   ``wm - allowed lateness``; each kind has its own, ``StateConfig.lateness``).
 - ``uc`` / ``uv``: usage event name -> daily counts / daily value sums (hundredths).
-- ``us``: day -> the fingerprints of the user ids last seen that day, concatenated (8 characters
-  each; grouped by day, a user costs its fingerprint alone). ``ft``: feature -> last day seen.
+- ``us``: fingerprint of the user id -> last day seen; stored grouped by day (day -> the fingerprints
+  of the users last seen that day, concatenated: a user costs its 8 characters alone).
+  ``ft``: feature -> last day seen.
 - ``tk``: ticket id -> [last activity, last action rank, episode (absent once folded), next episode
   (only while both are live)]; an episode is [opened (min), first_response (min), resolved (max), last time flagged
   sla_breached (max), first resolution (min: its *anchor*)]; times in whole minutes since the start of
@@ -207,7 +208,7 @@ class AccountState:
     fp: dict[str, str] = field(default_factory=dict)
     uc: dict[str, list[int]] = field(default_factory=dict)
     uv: dict[str, list[int]] = field(default_factory=dict)
-    us: dict[str, str] = field(default_factory=dict)
+    us: dict[str, int] = field(default_factory=dict)
     ft: dict[str, int] = field(default_factory=dict)
     tk: dict[str, list] = field(default_factory=dict)
     sv: list = field(default_factory=list)
@@ -220,8 +221,6 @@ class AccountState:
     fn: int = field(default=-1, compare=False, repr=False)
     # not stored: the first day retained on the day being evaluated (set by advance and the engine)
     lo: int = field(default=0, compare=False, repr=False)
-    # not stored: users held in us, counted when first needed (-1: not counted yet)
-    un: int = field(default=-1, compare=False, repr=False)
 
     # ------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -235,7 +234,7 @@ class AccountState:
         if self.uv:
             d["uv"] = self.uv
         if self.us:
-            d["us"] = self.us
+            d["us"] = _group_users(self.us)
         if self.ft:
             d["ft"] = self.ft
         if self.tk:
@@ -262,8 +261,8 @@ class AccountState:
         if tk and len(next(iter(tk.values()))) == 6:
             tk = _migrate_tickets(tk)
         us = get("us", {})
-        if us and isinstance(next(iter(us.values())), int):
-            us = _migrate_users(us)
+        if us and isinstance(next(iter(us.values())), str):  # grouped by day (stored before: as in memory)
+            us = _ungroup_users(us)
         sv = get("sv", [])
         if isinstance(sv, dict):
             sv = _migrate_surveys(sv, d0)
@@ -307,11 +306,9 @@ class AccountState:
                     series[name] = arr
                 else:
                     del series[name]
-        for k in [k for k, d in self.ft.items() if d < new_d0]:
-            del self.ft[k]
-        for k in [k for k in self.us if int(k) < new_d0]:
-            del self.us[k]
-            self.un = -1
+        for m in (self.us, self.ft):
+            for k in [k for k, d in m.items() if d < new_d0]:
+                del m[k]
         if self.sv:
             self.sv = _strip(self.sv[shift:])
         dm = shift * MINUTES_PER_DAY
@@ -395,11 +392,15 @@ class AccountState:
         hkey = kind[0] + str(int(ts // HOUR) - d0 * 24)  # the hour counted from the start of day d0
         fp = self.fp
         seen = fp.get(hkey)
-        if seen is not None and _at(seen, fpr) >= 0:
-            return DUPLICATE
+        if seen is not None:
+            i = seen.find(fpr)
+            while i >= 0:
+                if i % FINGERPRINT_CHARS == 0:
+                    return DUPLICATE
+                i = seen.find(fpr, i + 1)
         # near a limit only, a closer look (len() is all the usual case costs)
         if kind == "usage":
-            if (len(self.uc) >= _L_NAMES or self._users_held() >= _L_USERS or len(self.ft) >= _L_FEATURES) \
+            if (len(self.uc) >= _L_NAMES or len(self.us) >= _L_USERS or len(self.ft) >= _L_FEATURES) \
                     and self._over_limit(event) is not None:
                 return OVER_LIMIT
         elif kind == "ticket":
@@ -440,7 +441,7 @@ class AccountState:
         if kind == "usage":
             if e.name not in self.uc and len(self.uc) >= lim.event_names:
                 return f"usage event names: the account already has {lim.event_names} distinct names in its retained days"
-            if e.user_id is not None and self._users_held() >= lim.users and self._user_day(fingerprint(e.user_id)) is None:
+            if e.user_id is not None and len(self.us) >= lim.users and fingerprint(e.user_id) not in self.us:
                 return f"user ids: the account already has {lim.users} distinct users in its retained days"
             if e.feature is not None and len(self.ft) >= lim.features and e.feature not in self.ft:
                 return f"features: the account already has {lim.features} distinct features in its retained days"
@@ -473,47 +474,12 @@ class AccountState:
         if e.value is not None:
             _add(self.uv, name, i, to_centi(e.value))
         if e.user_id is not None:
-            self._user_seen(fingerprint(e.user_id), day)
+            u = fingerprint(e.user_id)
+            if self.us.get(u, -1) < day:
+                self.us[u] = day
         feature = e.feature
         if feature is not None and self.ft.get(feature, -1) < day:
             self.ft[feature] = day
-
-    # ------------------------------------------------------------------ users
-    def _user_seen(self, u: str, day: int) -> None:
-        """Move the user's fingerprint to the group of ``day`` unless it is seen on that day or later."""
-        us = self.us
-        key = str(day)
-        group = us.get(key)
-        if group is not None and _at(group, u) >= 0:
-            return
-        old = self._user_day(u)
-        if old is None:
-            if self.un >= 0:
-                self.un += 1
-        elif int(old) >= day:
-            return
-        else:
-            held = us[old]
-            i = _at(held, u)
-            rest = held[:i] + held[i + FINGERPRINT_CHARS:]
-            if rest:
-                us[old] = rest
-            else:
-                del us[old]
-        us[key] = u if group is None else group + u
-
-    def _user_day(self, u: str) -> str | None:
-        """The day (key of ``us``) the user was last seen, or None."""
-        for k, group in self.us.items():
-            if _at(group, u) >= 0:
-                return k
-        return None
-
-    def _users_held(self) -> int:
-        n = self.un
-        if n < 0:
-            n = self.un = sum(map(len, self.us.values())) // FINGERPRINT_CHARS
-        return n
 
     def _ticket(self, e: TicketEvent, cfg: StateConfig) -> None:
         rank = TICKET_RANK.get(e.action)
@@ -671,10 +637,10 @@ class AccountState:
     def users(self, lo: int | None) -> int:
         lo = self._since(lo)
         n = 0
-        for k, group in self.us.items():
-            if int(k) >= lo:
-                n += len(group)
-        return n // FINGERPRINT_CHARS
+        for d in self.us.values():
+            if d >= lo:
+                n += 1
+        return n
 
     def features(self, lo: int | None) -> set[str]:
         lo = self._since(lo)
@@ -793,23 +759,21 @@ class AccountState:
         return any(v[0] is not None for v in self.at.values())
 
 
-def _at(group: str, fpr: str) -> int:
-    """Where a fingerprint starts in a concatenation of them, or -1 (a match across two is not one)."""
-    i = group.find(fpr)
-    while i >= 0:
-        if i % FINGERPRINT_CHARS == 0:
-            return i
-        i = group.find(fpr, i + 1)
-    return -1
-
-
-def _migrate_users(us: dict[str, int]) -> dict[str, str]:
-    """Users stored before they were grouped by day (fingerprint -> last day seen)."""
-    out: dict[str, str] = {}
+def _group_users(us: dict[str, int]) -> dict[str, str]:
+    """user fingerprint -> day, stored as day -> the fingerprints concatenated (a key and a number less per user)."""
+    groups: dict[int, list[str]] = {}
     for u, day in us.items():
-        key = str(day)
-        out[key] = out.get(key, "") + u
-    return out
+        g = groups.get(day)
+        if g is None:
+            groups[day] = [u]
+        else:
+            g.append(u)
+    return {str(day): "".join(g) for day, g in groups.items()}
+
+
+def _ungroup_users(groups: dict[str, str]) -> dict[str, int]:
+    return {g[i:i + FINGERPRINT_CHARS]: int(day) for day, g in groups.items()
+            for i in range(0, len(g), FINGERPRINT_CHARS)}
 
 
 def _strip(dense: list) -> list:

@@ -317,7 +317,7 @@ def test_users_and_surveys_stored_in_the_old_format_migrate_on_load():
     old = _old_format(st.to_dict())
     assert old["us"] and old["sv"] and isinstance(next(iter(old["us"].values())), int)
     migrated = AccountState.from_dict(old)
-    assert migrated.to_dict()["us"] and current_score(migrated, "a1", MODEL, now) == current_score(st, "a1", MODEL, now)
+    assert migrated.us == st.us and current_score(migrated, "a1", MODEL, now) == current_score(st, "a1", MODEL, now)
     today = int(now // DAY)
     for lo in (None, today, today - 6, today - 29):
         assert migrated.users(lo) == st.users(lo) and migrated.surveys(lo) == st.surveys(lo)
