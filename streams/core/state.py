@@ -93,7 +93,7 @@ class StateLimits:
     event_names: int = 100  # usage event names (uc / uv)
     users: int = 10_000  # distinct user ids (us)
     features: int = 300  # distinct features (ft)
-    tickets: int = 1_000  # tickets with activity in the retained days (tk)
+    tickets: int = 1_000  # tickets held one by one (tk): open, or resolved less than two lateness windows ago
     attributes: int = 100  # account attributes with a value (at)
     # events remembered for de-duplication (fp): those of the hours not wholly before their kind's
     # newest event minus the allowed lateness, 8 bytes each; about a lateness window of events
@@ -447,7 +447,8 @@ class AccountState:
                 return f"features: the account already has {lim.features} distinct features in its retained days"
         elif kind == "ticket":
             if len(self.tk) >= lim.tickets and e.ticket_id not in self.tk:
-                return f"tickets: the account already has {lim.tickets} tickets active in its retained days"
+                return (f"tickets: the account already has {lim.tickets} tickets open or resolved too recently to "
+                        "be folded into its daily figures")
         elif kind == "account":
             at = self.at
             live = sum(1 for v in at.values() if v[0] is not None)
