@@ -34,9 +34,9 @@ it under 4 KB after months of activity):
   tickets. An episode is finished once its ticket kind's watermark minus the allowed lateness has
   passed its anchor plus the allowed lateness: no event that could still be accepted can reach it.
   ``tf``: a dense list indexed by the opened day (index 0 is ``d0``), each 0 or [episodes opened,
-  of them flagged sla_breached on or after the opened day, first responses as [day lag, minutes, n]
-  triples, resolutions likewise, and (rarely) breaches flagged before the opened day as [day lag, n]
-  pairs]; ``tl``: the day of the latest activity of a ticket folded away (for recency).
+  of them flagged sla_breached on or after the opened day, first responses as a flat [day lag,
+  minutes, n, day lag, minutes, n, ...] list, resolutions likewise, and (rarely) breaches flagged before
+  the opened day as a flat [day lag, n, ...] list]; ``tl``: the day of the latest activity of a ticket folded away (for recency).
 - ``sv``: a dense list indexed by day (index 0 is ``d0``), each 0 (no answer that day) or [csat sum
   (thousandths of the 1..5 scale), csat answers, promoters, passives, detractors]; it ends on the last
   day with an answer.
@@ -312,11 +312,13 @@ class AccountState:
         if self.sv:
             self.sv = _strip(self.sv[shift:])
         dm = shift * MINUTES_PER_DAY
+        q = ticket_episode_minutes(cfg)
         for tid in list(self.tk):
             t = self.tk[tid]
             t[T_LAST] -= dm
-            if t[T_LAST] < 0:
-                del self.tk[tid]
+            if t[T_LAST] < 0 and not any(ep[T_ANCHOR] is not None and ep[T_ANCHOR] - dm + q >= 0
+                                         for ep in t[T_EPISODE:]):
+                del self.tk[tid]  # nothing of it retained, and no event that can still come belongs with it
                 continue
             for ep in t[T_EPISODE:]:
                 for i in (T_OPENED, T_FIRST, T_RESOLVED, T_BREACH):
@@ -383,6 +385,8 @@ class AccountState:
         d0 = self.d0
         outside = classify_time(ts, kind, now, d0, cfg)
         if outside is not None:
+            if outside == EXPIRED and kind == "ticket" and event.action == "resolved":
+                self._expired_resolution(event, cfg)
             return outside
         wm = self.wm.get(kind)
         lateness = cfg.lateness_of[kind]
@@ -494,7 +498,7 @@ class AccountState:
         else:
             if (ts, rank) > (t[T_LAST], t[T_RANK]):
                 t[T_LAST], t[T_RANK] = ts, rank
-            if len(t) > T_EPISODE:
+            if len(t) > T_EPISODE and "ticket" in self.wm:
                 self._fold_finished(t, self._fold_cutoff(cfg), q)
         breached = bool(e.sla_breached)
         if not breached and rank in (2, 4):  # a reopening or a closing sets no figure of an episode
@@ -508,6 +512,20 @@ class AccountState:
                 t.append(_new_episode())
             ep = t[T_NEXT]
         _episode_add(ep, ts, rank, breached)
+
+    def _expired_resolution(self, e: TicketEvent, cfg: StateConfig) -> None:
+        """A resolution from before the retained days counts for nothing, but it still ends its episode a
+        lateness window later: the events that can still come after it must be split where the batch twin
+        splits them (a ticket whose last activity is before the retained days stays, as a stub that no
+        query counts, for as long as its anchor can decide that). Not exact in one case: the resolutions
+        of a ticket the state no longer holds are forgotten, and an earlier one arriving after the retained
+        days passed it cannot move where the next episode starts (docs/health-model.md)."""
+        ts = e.occurred_at
+        wm = self.wm.get("ticket")
+        if (wm is None or ts >= wm - cfg.lateness_of["ticket"]) and (
+                e.ticket_id in self.tk
+                or minute_of(ts) - self.d0 * MINUTES_PER_DAY + ticket_episode_minutes(cfg) >= 0):
+            self._ticket(e, cfg)
 
     # ------------------------------------------------------ ticket folding
     def _fold_cutoff(self, cfg: StateConfig) -> int:
@@ -752,7 +770,7 @@ class AccountState:
     def has_data(self, lo: int | None = None) -> bool:
         """Any usage, ticket or survey in the days retained on the day evaluated, or any attribute set."""
         if self.d0 >= self.lo:  # everything held is retained (the usual case)
-            if self.uc or self.tk or self.sv or self.tl is not None:
+            if self.uc or self.sv or self.tl is not None or any(t[T_LAST] >= 0 for t in self.tk.values()):
                 return True
         elif (self.last_usage_day(None) is not None or self.last_kind_day("ticket") is not None
               or self.last_kind_day("survey") is not None):

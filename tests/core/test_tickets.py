@@ -11,7 +11,7 @@ from streams.core.batch import EventLog, ticket_episodes
 from streams.core.days import DAY, HOUR, day_of
 from streams.core.state import T_FIRST, T_RESOLVED, AccountState, ticket_episode_minutes
 
-from .helpers import T0, roundtrip, ticket
+from .helpers import T0, roundtrip, ticket, usage
 
 MODEL = load_model(DEFAULT_MODEL_PATH)
 CFG = MODEL.state
@@ -109,6 +109,35 @@ def test_an_episode_folds_only_once_no_acceptable_event_can_reach_it():
     st = feed([(later.occurred_at + 60, [later])], st)
     assert len(st.tk["T1"]) == 3 and st.tk["T1"][2][0] is not None and st.tf  # folded; the next one live
     assert stream(st, day) == twin([o, r, push, f, g, later], day)
+
+
+def test_a_ticket_whose_activity_left_the_retained_days_keeps_the_end_of_its_episode():
+    # another kind slides the retained days past the ticket's resolution; its episode still decides where the
+    # ticket's next events go (found by a second read: the ticket and its anchor were dropped together)
+    r0 = ticket("a1", T0 + 40 * DAY + 20 * HOUR, "T1", "resolved", id="r0")  # its episode ends on day 47.8
+    u = usage("a1", T0 + 100 * DAY, id="u")  # the retained days now start on day 41
+    o = ticket("a1", T0 + 41 * DAY + HOUR, "T1", "opened", id="o")  # the same episode
+    r1 = ticket("a1", T0 + 48 * DAY, "T1", "resolved", id="r1")  # after its end: the next one
+    st = feed([(r0.occurred_at + 60, [r0]), (u.occurred_at + 60, [u]), (u.occurred_at + 120, [o]),
+               (u.occurred_at + 180, [r1])])
+    day = day_of(u.occurred_at)
+    assert stream(st, day) == twin([r0, o, r1], day)
+    assert st.ticket_durations(None, T_RESOLVED) == (0, 0)  # r1 is not timed from o
+    assert st.open_tickets() == 0 and st.last_kind_day("ticket") == day_of(r1.occurred_at)
+
+
+def test_an_expired_resolution_in_a_first_batch_still_ends_its_episode():
+    # one batch of history: its newest event puts the first resolution before the retained days
+    r0 = ticket("a1", T0 + 12 * HOUR, "T1", "resolved", id="r0")  # its episode ends on day 7 12:00
+    o = ticket("a1", T0 + 6 * DAY + 12 * HOUR, "T1", "opened", id="o")
+    r1 = ticket("a1", T0 + 7 * DAY + 13 * HOUR, "T1", "resolved", id="r1")  # the next episode
+    x = ticket("a1", T0 + 61 * DAY, "T2", "opened", id="x")
+    events = [r0, o, r1, x]
+    day = day_of(x.occurred_at)
+    one = feed([(x.occurred_at + 60, events)])
+    two = feed([(r1.occurred_at + 60, [r0, o, r1]), (x.occurred_at + 60, [x])])
+    assert stream(one, day) == stream(two, day) == twin(events, day)
+    assert one.ticket_durations(None, T_RESOLVED) == (0, 0)
 
 
 def test_old_ticket_records_migrate_on_load():
