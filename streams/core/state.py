@@ -29,8 +29,9 @@ it under 4 KB after months of activity):
   day ``d0`` (rebased when ``d0`` slides; an anchor may go below zero, the others become null). A
   ticket's events more than its kind's allowed lateness after the episode's first resolution belong to
   the next episode (a ticket reopened a week after it was resolved counts as a new ticket, with no
-  ``opened`` of its own): that rule is decided exactly on arrival (:func:`ticket_episode_minutes`).
-- ``tf`` / ``tl``: the figures of finished episodes, folded so the state is bounded by days, not
+  ``opened`` of its own): that rule is decided on arrival (:func:`ticket_episode_minutes`; the two
+  cases the batch twin does not model are in docs/health-model.md, "Ticket episodes").
+- ``tf`` / ``tl``: the figures of finished episodes, folded so that finished tickets cost days, not
   tickets. An episode is finished once its ticket kind's watermark minus the allowed lateness has
   passed its anchor plus the allowed lateness: no event that could still be accepted can reach it.
   ``tf``: a dense list indexed by the opened day (index 0 is ``d0``), each 0 or [episodes opened,
