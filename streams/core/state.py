@@ -781,14 +781,11 @@ class AccountState:
 
 def _group_users(us: dict[str, int]) -> dict[str, str]:
     """user fingerprint -> day, stored as day -> the fingerprints concatenated (a key and a number less per user)."""
-    groups: dict[int, list[str]] = {}
+    groups: dict[int, str] = {}
+    get = groups.get
     for u, day in us.items():
-        g = groups.get(day)
-        if g is None:
-            groups[day] = [u]
-        else:
-            g.append(u)
-    return {str(day): "".join(g) for day, g in groups.items()}
+        groups[day] = get(day, "") + u
+    return {str(day): g for day, g in groups.items()}
 
 
 def _ungroup_users(groups: dict[str, str]) -> dict[str, int]:
