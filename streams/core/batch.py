@@ -2,7 +2,8 @@
 directly from per-account event lists (no buckets, no fingerprints, no pruning).
 
 It applies the same time rules (future beyond the clock skew; each day evaluated counts the
-events of its retained days; attribute upserts never expire) and counts each event_id once, then
+events of its retained days; attribute upserts never expire), splits each ticket's events into the
+same episodes (:func:`ticket_episodes`, over all of the account's events) and counts each event_id once, then
 shares the compiled evaluation (measures and scoring) and the silence floor (the lowest evaluation
 of the days since the account's newest event, see :mod:`streams.core.engine`) with the incremental
 path. Streaming the same events in any order within the allowed lateness, with duplicates, must give
