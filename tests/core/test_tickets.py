@@ -19,7 +19,6 @@ LATENESS = CFG.lateness_of["ticket"]
 RETENTION = CFG.retention_days
 assert LATENESS == 7 * DAY
 WINDOWS = (None, 1, 7, 30)
-ACTIONS = ("opened", "first_response", "resolved", "reopened", "closed")
 
 
 def measures(src, day: int) -> tuple:
