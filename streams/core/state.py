@@ -518,9 +518,10 @@ class AccountState:
         """A resolution from before the retained days counts for nothing, but it still ends its episode a
         lateness window later: the events that can still come after it must be split where the batch twin
         splits them (a ticket whose last activity is before the retained days stays, as a stub that no
-        query counts, for as long as its anchor can decide that). Not exact in one case: the resolutions
-        of a ticket the state no longer holds are forgotten, and an earlier one arriving after the retained
-        days passed it cannot move where the next episode starts (docs/health-model.md)."""
+        query counts, for as long as its anchor can decide that). Not always exact: the episodes a ticket had
+        before the retained days are forgotten once they can no longer reach an acceptable event, so a
+        resolution arriving after the retained days passed it may start an episode where the batch twin,
+        which knows them, would not (docs/health-model.md)."""
         ts = e.occurred_at
         wm = self.wm.get("ticket")
         if (wm is None or ts >= wm - cfg.lateness_of["ticket"]) and (
@@ -550,9 +551,11 @@ class AccountState:
                     dead.append(tid)
         if dead is not None:
             for tid in dead:
-                last = self.d0 + self.tk.pop(tid)[T_LAST] // MINUTES_PER_DAY
-                if self.tl is None or last > self.tl:
-                    self.tl = last
+                last = self.tk.pop(tid)[T_LAST]
+                if last >= 0:  # a stub's activity is not retained: it adds no recency
+                    day = self.d0 + last // MINUTES_PER_DAY
+                    if self.tl is None or day > self.tl:
+                        self.tl = day
 
     def _fold_finished(self, t: list, cutoff: int, q: int) -> bool:
         """Fold the ticket's episodes that have ended before ``cutoff``; True when none is left."""
