@@ -192,13 +192,18 @@ def _last_hour_before(cutoff: float) -> int:
     return h
 
 
+def _grow(dense: list, i: int) -> None:
+    """Make a dense daily list (index 0 is d0) long enough to hold day index ``i``."""
+    n = len(dense)
+    if i >= n:
+        dense.extend([0] * (i - n + 1))
+
+
 def _add(series: dict[str, list], key: str, i: int, x: int) -> None:
     arr = series.get(key)
     if arr is None:
         arr = series[key] = []
-    n = len(arr)
-    if i >= n:
-        arr.extend([0] * (i - n + 1))
+    _grow(arr, i)
     arr[i] += x
 
 
@@ -538,24 +543,16 @@ class AccountState:
         """Fold every finished episode; forget the tickets left with no episode, a closed last action and
         no accepted event that could come before it (a later event of theirs starts afresh, the same)."""
         cutoff, q = self._fold_cutoff(cfg), ticket_episode_minutes(cfg)
-        dead = None
-        for tid, t in self.tk.items():
-            if len(t) > T_EPISODE:
-                anchor = t[T_EPISODE][T_ANCHOR]
-                if anchor is None or cutoff <= anchor + q or not self._fold_finished(t, cutoff, q):
-                    continue
-            if t[T_RANK] in CLOSED_RANKS and t[T_LAST] < cutoff:
-                if dead is None:
-                    dead = [tid]
-                else:
-                    dead.append(tid)
-        if dead is not None:
-            for tid in dead:
-                last = self.tk.pop(tid)[T_LAST]
-                if last >= 0:  # a stub's activity is not retained: it adds no recency
-                    day = self.d0 + last // MINUTES_PER_DAY
-                    if self.tl is None or day > self.tl:
-                        self.tl = day
+        # _fold_finished folds as it checks: a ticket it empties may then be forgotten
+        dead = [tid for tid, t in self.tk.items()
+                if (len(t) == T_EPISODE or self._fold_finished(t, cutoff, q))
+                and t[T_RANK] in CLOSED_RANKS and t[T_LAST] < cutoff]
+        for tid in dead:
+            last = self.tk.pop(tid)[T_LAST]
+            if last >= 0:  # a stub's activity is not retained: it adds no recency
+                day = self.d0 + last // MINUTES_PER_DAY
+                if self.tl is None or day > self.tl:
+                    self.tl = day
 
     def _fold_finished(self, t: list, cutoff: int, q: int) -> bool:
         """Fold the ticket's episodes that have ended before ``cutoff``; True when none is left."""
@@ -578,8 +575,7 @@ class AccountState:
             return
         i = opened // MINUTES_PER_DAY
         tf = self.tf
-        if i >= len(tf):
-            tf.extend([0] * (i - len(tf) + 1))
+        _grow(tf, i)
         f = tf[i]
         if not f:
             f = tf[i] = [0, 0, [], []]
@@ -600,8 +596,7 @@ class AccountState:
 
     def _survey(self, e: SurveyEvent, i: int) -> None:
         sv = self.sv
-        if i >= len(sv):
-            sv.extend([0] * (i - len(sv) + 1))
+        _grow(sv, i)
         b = sv[i]
         if not b:
             b = sv[i] = [0, 0, 0, 0, 0]
