@@ -531,7 +531,8 @@ class AccountState:
         wm = self.wm.get("ticket")
         if (wm is None or ts >= wm - cfg.lateness_of["ticket"]) and (
                 e.ticket_id in self.tk
-                or minute_of(ts) - self.d0 * MINUTES_PER_DAY + ticket_episode_minutes(cfg) >= 0):
+                or (len(self.tk) < _L_TICKETS  # a new stub stays within the tickets limit
+                    and minute_of(ts) - self.d0 * MINUTES_PER_DAY + ticket_episode_minutes(cfg) >= 0)):
             self._ticket(e, cfg)
 
     # ------------------------------------------------------ ticket folding

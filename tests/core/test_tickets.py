@@ -187,3 +187,12 @@ def test_stream_ticket_measures_equal_the_twin_in_any_order(firsts, rest, cuts, 
     newest = day_of(max(e.occurred_at for e in events))
     for d in [newest] + [newest + s for s in silent]:
         assert stream(st_, d) == twin(events, d), d
+
+
+def test_expired_resolutions_of_many_tickets_stay_within_the_tickets_limit():
+    from streams.core.state import STATE_LIMITS
+    x = usage("a1", T0 + 61 * DAY, id="x")  # the retained days start on day 2
+    hostile = [ticket("a1", T0 + 30 * HOUR, f"H{i}", "resolved", id=f"h{i}")  # expired, within reach of them
+               for i in range(STATE_LIMITS.tickets + 50)]
+    st = feed([(x.occurred_at + 60, [x] + hostile)])
+    assert len(st.tk) == STATE_LIMITS.tickets
