@@ -240,7 +240,7 @@ class Pipeline:
         owned = self.owned_partitions()
         if not owned:
             return 0
-        # a whole minute: a retried timer run after a crash computes the same outputs
+        # evaluated at a whole minute: a retried timer run after a crash computes the same outputs
         now = math.floor(self.clock.now() / 60) * 60
         n = self.settings.partitions
         rescored = 0
@@ -251,6 +251,9 @@ class Pipeline:
                 if not self.settled(generation):
                     break  # a rebalance started: the next run sweeps what this worker then owns
                 result = BatchResult()
+                # the score updates say when they were computed: the read model orders an account's score
+                # history by it, and batches of events may have been scored since the sweep began
+                computed_at = self.clock.now()
                 for key in keys[start:start + chunk]:
                     account_id = key.decode()
                     partition = partition_for(account_id, n)
@@ -258,7 +261,7 @@ class Pipeline:
                         continue
                     stored = self.table.data.get(key)
                     if stored is not None and self.processor.reevaluate(account_id, partition, stored, now, cause,
-                                                                        result, historic):
+                                                                        result, historic, computed_at):
                         rescored += 1
                 if not await self.commit_or_undo(result):
                     break  # Kafka is away: the next run sweeps again (the model stays in force meanwhile)

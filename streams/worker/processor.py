@@ -222,16 +222,17 @@ class HealthProcessor:
 
     # ------------------------------------------------------------------ timer / rollout
     def reevaluate(self, account_id: str, partition: int, stored: bytes, now: float, cause: str,
-                   result: BatchResult, historic: bool = False) -> bool:
+                   result: BatchResult, historic: bool = False, computed_at: float | None = None) -> bool:
         """Rescore a stored account if its windows slid, the model changed or its silence floor is pending;
-        False if it was not due. `historic`: the sweep that ends a catch-up (its moves page nobody)."""
+        False if it was not due. `historic`: the sweep that ends a catch-up (its moves page nobody).
+        `computed_at`: the time its score update says it was computed (default `now`, the evaluation's)."""
         try:
             envelope = load_envelope(stored)
             if envelope.state is None or not needs_reevaluation(envelope.state, self.model, now,
                                                                 pending_floor=not self.catching_up):
                 return False
             update = reevaluate(envelope.state, account_id, self.model, now, historic=historic or self.catching_up)
-            settled = self._settle(envelope, update, account_id, partition, cause, now, None)
+            settled = self._settle(envelope, update, account_id, partition, cause, now, None, computed_at)
         except Exception as err:  # noqa: BLE001 - one account's failure must not stop the sweep
             result.failures += 1
             log.warning("account %s not rescored (%s): %s", printable(account_id, 80), cause, _failure(err))
@@ -242,7 +243,8 @@ class HealthProcessor:
 
     # ------------------------------------------------------------------ helpers
     def _settle(self, envelope: "Envelope", update: AccountUpdate, account_id: str,
-                partition: int, cause: str, now: float, newest_ts: int | None) -> "_Settled | None":
+                partition: int, cause: str, now: float, newest_ts: int | None, computed_at: float | None = None
+                ) -> "_Settled | None":
         """Turn a core update into the envelope to write and the outputs to publish after it (None: nothing
         to write)."""
         alerts, snoozed = update.alerts, 0
@@ -258,7 +260,7 @@ class HealthProcessor:
             envelope.current = [update.score.score, update.score.band]
             changes = update.changes[:MAX_CHANGES]
             envelope.meta = ScoreMeta(
-                int(now * 1000), cause, update.latest_event_time, newest_ts,
+                int((now if computed_at is None else computed_at) * 1000), cause, update.latest_event_time, newest_ts,
                 list(update.applied_ids[-MAX_SCORE_EVENT_IDS:]),
                 [[c.component, c.score_before, c.score_after, c.contribution_before, c.contribution_after]
                  for c in changes])

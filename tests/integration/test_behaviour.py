@@ -58,7 +58,7 @@ def test_an_account_that_goes_quiet_degrades_on_the_timer_and_the_alert_names_us
                            until=lambda rs: any(orjson.loads(r.value)["score"] == expected for r in rs))
         assert first[-1]["band"] == "Healthy" and first[-1]["score"] == expected
         for day in range(1, 22):  # three quiet weeks pass, one day at a time, no new event
-            clock.write_text(repr(NOW + day * DAY))
+            clock.write_text(repr(NOW + day * DAY + 30.5))  # the timer evaluates at the minute (NOW + day * DAY)
             time.sleep(1.5)
         alerts = read_topic(stack.bootstrap, f"{unique}.alerts", timeout=60,
                             until=lambda rs: any(orjson.loads(r.value)["type"] == "health.band.degraded" for r in rs))
@@ -70,6 +70,8 @@ def test_an_account_that_goes_quiet_degrades_on_the_timer_and_the_alert_names_us
     assert ADOPTION & {c["component"] for c in data["explanation"]}, data["explanation"]
     updates = scores_of(stack.bootstrap, f"{unique}.scores", account, len(first) + 1)
     assert all(u["cause"] == "timer" for u in updates[len(first):])
+    # but its score updates say when they were computed (the read model orders the score history by it)
+    assert {u["computed_at_ms"] % 60_000 for u in updates[len(first):]} == {30_500}
 
 
 def test_hysteresis_and_cooldown_raise_one_alert_for_a_wobbling_score(stack, worker_env, unique, tmp_path):
