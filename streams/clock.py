@@ -6,8 +6,14 @@ that went quiet decays) without waiting; event time always comes from the events
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
+
+from streams.text import printable
+
+log = logging.getLogger(__name__)
 
 
 class Clock:
@@ -42,6 +48,21 @@ async def idle(stopping: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stopping.wait(), seconds)
     except asyncio.TimeoutError:
         pass
+
+
+async def supervised(name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+    """Run a background reader (the read model sink, the control topic, the broker watch) until `stopping`
+    is set; one that fails (the broker or Redis away, a bug) is logged and started again after 5 s."""
+    while not stopping.is_set():
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a background reader must not stop its process
+            log.warning("%s stopped (%s: %s); starting it again in 5 s", name, type(err).__name__,
+                        printable(str(err), 200))
+            await idle(stopping, 5.0)
 
 
 def clock_from(path: Path | None) -> Clock:

@@ -10,6 +10,9 @@ from streams.connections import KafkaSecurity, RedisSecurity, env_secret
 from streams.core import DEFAULT_MODEL_PATH
 
 DEFAULT_MODEL = DEFAULT_MODEL_PATH  # streams/models/default.yaml
+# worker: each worker runs a read model sink for its share of the score topic; separate: workers run none,
+# `health read-model` processes do (the scoring workers keep their CPU for scoring)
+READ_MODEL_SINKS = ("worker", "separate")
 
 
 def _env(name: str, default: str) -> str:
@@ -89,6 +92,8 @@ class Settings:
     control_secret: str | None = None
     # the worker's local table data (RocksDB files); None: Faust's default, "<app id>-data" in the cwd
     data_dir: Path | None = None
+    # who writes score updates into Redis: every worker (its own sink), or `health read-model` processes
+    read_model_sink: str = "worker"
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -112,9 +117,13 @@ class Settings:
             redis_security=RedisSecurity.from_env(),
             control_secret=env_secret("HEALTH_CONTROL_SECRET"),
             data_dir=Path(os.environ["HEALTH_DATA_DIR"]) if os.environ.get("HEALTH_DATA_DIR", "").strip() else None,
+            read_model_sink=_env("HEALTH_READ_MODEL_SINK", cls.read_model_sink),
         )
 
     def __post_init__(self) -> None:
+        if self.read_model_sink not in READ_MODEL_SINKS:
+            raise ValueError(f"HEALTH_READ_MODEL_SINK: expected one of {', '.join(READ_MODEL_SINKS)}, "
+                             f"got {self.read_model_sink!r}")
         # the broker refuses sessions under group.min.session.timeout.ms (6 s by default); a heartbeat must
         # fit several times into a session or a busy moment looks like a death
         if self.session_timeout_seconds < 6:

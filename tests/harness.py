@@ -67,10 +67,11 @@ def health_command() -> list[str]:
 class Worker:
     """A worker subprocess started as a user would; its log is kept and shown when a test fails."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, *args: str, name: str = "worker"):
+    def __init__(self, env: dict[str, str], workdir: Path, *args: str, name: str = "worker",
+                 command: str = "worker"):
         self.log_path = workdir / f"{name}.log"
         self.env = {**os.environ, **env}
-        self.args = ["worker", *args]
+        self.args = [command, *args]
         self.workdir = workdir
         self.proc: subprocess.Popen | None = None
 

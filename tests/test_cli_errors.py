@@ -83,6 +83,7 @@ def events_file(stopped) -> str:
 # every command that connects: its arguments, and the service named first when the whole stack is stopped
 STACK_COMMANDS = {
     "worker": (lambda s: ["worker"], "kafka"),
+    "read-model": (lambda s: ["read-model"], "kafka"),
     "produce": (lambda s: ["produce", events_file(s)], "kafka"),
     "simulate": (lambda s: ["simulate", "--accounts", "5", "--days", "1"], "kafka"),
     "demo": (lambda s: ["demo", "--accounts", "5", "--duration", "1"], "kafka"),
@@ -157,6 +158,8 @@ def test_a_taken_web_port_from_the_option_names_the_option(stopped):
     ("what-if", "HEALTH_MODEL", "/nonexistent/model.yaml"),
     ("worker", "HEALTH_WEB_PORT", "70000"),
     ("worker", "HEALTH_WEB_HOST", "192.0.2.1"),  # TEST-NET-1: no address of this machine
+    ("worker", "HEALTH_READ_MODEL_SINK", "both"),
+    ("read-model", "HEALTH_PARTITIONS", "x"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(stopped, command, variable, value):
     args, _ = STACK_COMMANDS[command]

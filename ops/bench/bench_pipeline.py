@@ -150,16 +150,18 @@ def metric(port: int, name: str) -> float:
                if line.startswith(name + "{") or line.startswith(name + " "))
 
 
-def start_worker(settings: Settings, workdir: Path, port: int, clock: Path | None) -> subprocess.Popen:
-    env = {**os.environ, "HEALTH_APP_ID": settings.app_id, "HEALTH_KAFKA_BROKER": settings.broker,
+def start_worker(settings: Settings, workdir: Path, port: int, clock: Path | None, command: str = "worker",
+                 **extra_env: str) -> subprocess.Popen:
+    """A `health worker` (or another `health` command) of these settings, logging to <app id>.log."""
+    env = {**os.environ, **extra_env, "HEALTH_APP_ID": settings.app_id, "HEALTH_KAFKA_BROKER": settings.broker,
            "HEALTH_REDIS_PREFIX": settings.redis_prefix, "HEALTH_PARTITIONS": str(settings.partitions),
            "HEALTH_WEB_PORT": str(port),
            **{f"HEALTH_TOPIC_{kind.upper()}": name for kind, name in vars(settings.topics).items()}}
     if clock:
         env["HEALTH_CLOCK_FILE"] = str(clock)
     script = Path(sys.executable).with_name("health")
-    log = open(workdir / f"{settings.app_id}.log", "ab")
-    return subprocess.Popen([str(script), "worker", "--loglevel", "info"], env=env, cwd=workdir,
+    log = open(workdir / f"{settings.app_id}{'' if command == 'worker' else '-' + command}.log", "ab")
+    return subprocess.Popen([str(script), command, "--loglevel", "info"], env=env, cwd=workdir,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

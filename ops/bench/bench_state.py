@@ -13,8 +13,10 @@ each written to its account's partition, as the worker would have written them. 
   must count N scored accounts (the state is really there) and a probe event for one account
   must come out as a score update (it resumed);
 - rollout: a model with another version and weights is published on the control topic; the
-  worker's own measure of the sweep (health_rescore_seconds, cause "model") and the number of
-  accounts it rescored.
+  worker's own measure of the sweep (health_rescore_seconds, cause "model"), the number of
+  accounts it rescored, and when the read model had written all their score updates to Redis.
+  `--separate-sink`: the read model is written by a `health read-model` process beside the worker
+  (HEALTH_READ_MODEL_SINK=separate) instead of by the worker itself.
 """
 from __future__ import annotations
 
@@ -130,7 +132,7 @@ def rollout_model_yaml() -> str:
 
 
 def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: int, workdir: Path,
-        intensity: float = 1.0) -> dict:
+        intensity: float = 1.0, separate_sink: bool = False) -> dict:
     settings = settings_for(f"bench-state-{int(time.time())}", partitions, bootstrap)
     asyncio.run(create_topics(settings))
     end = time.time()
@@ -142,7 +144,10 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
           flush=True)
     port = 6180
     started = time.time()
-    worker = start_worker(settings, workdir, port, None)
+    sink_mode = {"HEALTH_READ_MODEL_SINK": "separate"} if separate_sink else {}
+    worker = start_worker(settings, workdir, port, None, **sink_mode)
+    # with --separate-sink the read model is written by a `health read-model` process beside the worker
+    sink = start_worker(settings, workdir, port + 1, None, "read-model", **sink_mode) if separate_sink else None
     log_path = workdir / f"{settings.app_id}.log"
     try:
         wait(lambda: "Worker ready" in log_path.read_text(errors="replace"), 600, "the worker to be ready", worker)
@@ -158,6 +163,11 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
                          partition_for("acct-000001", partitions)))
         wait(lambda: metric(port, "health_events_total") >= 1, 60, "the probe event", worker)
         probe_ms = (time.time() - sent) * 1000
+        def in_redis() -> float:  # score updates the read model wrote, in the worker or beside it
+            return metric(port, "health_read_model_updates_total") + metric(port + 1, "health_read_model_updates_total")
+
+        wait(lambda: in_redis() >= 1, 60, "the probe's score in Redis", worker)
+        before = in_redis()
         message = orjson.dumps({"type": "model", "version": "bench-rollout", "yaml": rollout_model_yaml()})
         published = time.time()
         asyncio.run(send(bootstrap, settings.topics.control, MODEL_KEY, message, 0))
@@ -165,15 +175,21 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
         rollout_wall = time.time() - published
         rollout_seconds = metric(port, 'health_rescore_seconds_sum{cause="model"}')
         rescored = metric(port, 'health_rescored_accounts_total{cause="model"}')
+        wait(lambda: in_redis() >= before + rescored, 600, "the rollout's scores in Redis", worker, interval=0.2)
+        rollout_redis = time.time() - published
     finally:
-        worker.terminate()
-        worker.wait(60)
+        for process in (worker, sink):
+            if process is not None:
+                process.terminate()
+                process.wait(60)
     updates = [r for r in read_all(bootstrap, settings.topics.scores) if r.get("model_version") == "bench-rollout"]
-    return {"accounts": accounts, "intensity": intensity, "state_bytes_mean": round(size / accounts),
+    return {"accounts": accounts, "intensity": intensity, "read_model_sink": "separate" if separate_sink else "worker",
+            "state_bytes_mean": round(size / accounts),
             "recovery_seconds": round(ready - restoring, 2) if ready and restoring else None,
             "start_to_ready_seconds": round(ready - started, 2) if ready else None,
             "accounts_held": int(held), "probe_event_to_metric_ms": round(probe_ms),
             "rollout_seconds": round(rollout_seconds, 2), "rollout_wall_seconds": round(rollout_wall, 2),
+            "rollout_in_redis_seconds": round(rollout_redis, 2),
             "rollout_rescored": int(rescored), "rollout_score_updates": len(updates)}
 
 
@@ -206,6 +222,8 @@ def main() -> None:
     parser.add_argument("--intensity", type=float, default=1.0,
                         help="the simulator's activity (1.0: its default, ~52 events per account and day)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "state.json")
+    parser.add_argument("--separate-sink", action="store_true",
+                        help="the read model written by a `health read-model` process, not by the worker")
     parser.add_argument("--sizes", action="store_true",
                         help="only the state bytes, one-day lateness against the shipped model's (no broker)")
     args = parser.parse_args()
@@ -214,7 +232,7 @@ def main() -> None:
             print(f"{name:<10}" + "  ".join(f"{k} {v:,} B" for k, v in figures.items()))
         return
     result = run(args.bootstrap, args.accounts, args.partitions, args.templates, args.seed,
-                 Path(tempfile.mkdtemp(prefix="bench-state-")), args.intensity)
+                 Path(tempfile.mkdtemp(prefix="bench-state-")), args.intensity, args.separate_sink)
     for key, value in result.items():
         print(f"{key:<28}{value}")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,15 @@ class ReadModelSink:
         self._next_check = 0.0
         self._next_progress = 0.0
 
+    @classmethod
+    def of(cls, settings, read_model: ReadModel, metrics, consumer_options: dict) -> "ReadModelSink":
+        """The sink of a deployment's score topic (one consumer group, `<app id>-readmodel`, whether the sinks
+        run in the workers or in processes of their own), reporting to `metrics` (a ReadModelMetrics)."""
+        return cls(settings.bootstrap_servers, settings.topics.scores, f"{settings.app_id}-readmodel", read_model,
+                   consumer_options=consumer_options, on_applied=metrics.on_read_model_applied,
+                   on_error=metrics.on_read_model_error, on_backlog=metrics.on_read_model_backlog,
+                   on_rebuild=metrics.on_read_model_rebuild, on_rebuilding=metrics.on_read_model_rebuilding)
+
     # ------------------------------------------------------------------ the loop
     async def run(self, stopping: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,

@@ -108,6 +108,25 @@ def worker(loglevel: str, loop: str, web: bool, web_port: int | None) -> None:
     app.main()
 
 
+@cli.command("read-model")
+@click.option("-l", "--loglevel", default="info", type=click.Choice(["crit", "error", "warn", "info", "debug"]))
+@click.option("--web-port", type=click.IntRange(1, 65535), default=None,
+              help="Port of its /metrics (default HEALTH_WEB_PORT).")
+@needs(kafka=True, redis=True)
+def read_model(loglevel: str, web_port: int | None) -> None:
+    """Write score updates into the Redis read model, apart from the workers (HEALTH_READ_MODEL_SINK=separate)."""
+    import logging
+
+    from streams.sinks.readmodel_service import serve
+
+    settings = Settings.from_env()
+    port = web_port or settings.web_port
+    preflight.check_port(settings.web_host, port, "--web-port" if web_port else "HEALTH_WEB_PORT")
+    logging.basicConfig(level={"crit": "CRITICAL", "warn": "WARNING"}.get(loglevel, loglevel.upper()),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    asyncio.run(serve(settings, port))
+
+
 @cli.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--kind", type=click.Choice(["usage", "ticket", "survey", "account"]),

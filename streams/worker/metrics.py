@@ -167,9 +167,52 @@ def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
             partition_lags(consumer, topics, lambda tp: consumer_position(consumer, tp)).items()}
 
 
-class HealthMetrics:
+class ReadModelMetrics:
+    """The read model sink's metrics: a worker's (HEALTH_READ_MODEL_SINK=worker) or a `health read-model`
+    process's."""
+
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.read_model_updates = Counter("health_read_model_updates_total",
+                                          "Score updates written to the Redis read model", registry=r)
+        self.read_model_errors = Counter("health_read_model_write_failures_total",
+                                         "Failed Redis read model writes (retried)", registry=r)
+        self.read_model_backlog = Gauge("health_read_model_backlog",
+                                        "Score updates on the score topic not yet in Redis: high watermark minus "
+                                        "the read model sink's applied offset, over its partitions", registry=r)
+        self.read_model_rebuilds = Counter("health_read_model_rebuilds_total",
+                                           "Score topic partitions whose Redis projection the sink (re)built from "
+                                           "the start of the topic; reason initial (nothing built yet) or lost "
+                                           "(its marker was gone: Redis lost data)", ["reason"], registry=r)
+        self.read_model_rebuilding = Gauge("health_read_model_rebuilding_partitions",
+                                           "Score topic partitions whose Redis projection is being rebuilt",
+                                           registry=r)
+        for reason in READ_MODEL_REBUILD_REASONS:
+            self.read_model_rebuilds.labels(reason)
+
+    def on_read_model_applied(self, n: int) -> None:
+        self.read_model_updates.inc(n)
+
+    def on_read_model_error(self, exc: Exception) -> None:
+        self.read_model_errors.inc()
+
+    def on_read_model_backlog(self, updates: int) -> None:
+        self.read_model_backlog.set(updates)
+
+    def on_read_model_rebuild(self, reason: str, partitions: int = 1) -> None:
+        self.read_model_rebuilds.labels(reason).inc(partitions)
+
+    def on_read_model_rebuilding(self, partitions: int) -> None:
+        self.read_model_rebuilding.set(partitions)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class HealthMetrics(ReadModelMetrics):
+    def __init__(self, registry: CollectorRegistry | None = None):
+        super().__init__(registry)
         r = self.registry
         self.events = Counter("health_events_total", "Input events by kind and outcome "
                               "(applied, duplicate, late, expired, future, over_limit, dead_lettered, rerouted)",
@@ -209,20 +252,6 @@ class HealthMetrics:
                                          registry=r)
         self.rescored_accounts = Counter("health_rescored_accounts_total", "Accounts re-evaluated by sweeps",
                                          ["cause"], registry=r)
-        self.read_model_updates = Counter("health_read_model_updates_total",
-                                          "Score updates written to the Redis read model", registry=r)
-        self.read_model_errors = Counter("health_read_model_write_failures_total",
-                                         "Failed Redis read model writes (retried)", registry=r)
-        self.read_model_backlog = Gauge("health_read_model_backlog",
-                                        "Score updates on the score topic not yet in Redis: high watermark minus "
-                                        "the read model sink's applied offset, over its partitions", registry=r)
-        self.read_model_rebuilds = Counter("health_read_model_rebuilds_total",
-                                           "Score topic partitions whose Redis projection the sink (re)built from "
-                                           "the start of the topic; reason initial (nothing built yet) or lost "
-                                           "(its marker was gone: Redis lost data)", ["reason"], registry=r)
-        self.read_model_rebuilding = Gauge("health_read_model_rebuilding_partitions",
-                                           "Score topic partitions whose Redis projection is being rebuilt",
-                                           registry=r)
         self.model_errors = Counter("health_model_load_failures_total", "Health model files or messages refused",
                                     registry=r)
         self.model_info = Info("health_model", "The health model in use", registry=r)
@@ -263,8 +292,6 @@ class HealthMetrics:
             self.alerts.labels(alert_type)
         for cause in CAUSES:
             self.score_updates.labels(cause)
-        for reason in READ_MODEL_REBUILD_REASONS:
-            self.read_model_rebuilds.labels(reason)
         for path in ("events", *CAUSES[1:]):
             self.account_failures.labels(path)
         for outcome in CONTROL_OUTCOMES:
@@ -306,20 +333,6 @@ class HealthMetrics:
         self.rescore_seconds.labels(cause).observe(seconds)
         self.rescored_accounts.labels(cause).inc(accounts)
 
-    def on_read_model_applied(self, n: int) -> None:
-        self.read_model_updates.inc(n)
-
-    def on_read_model_error(self, exc: Exception) -> None:
-        self.read_model_errors.inc()
-
-    def on_read_model_backlog(self, updates: int) -> None:
-        self.read_model_backlog.set(updates)
-
-    def on_read_model_rebuild(self, reason: str, partitions: int = 1) -> None:
-        self.read_model_rebuilds.labels(reason).inc(partitions)
-
-    def on_read_model_rebuilding(self, partitions: int) -> None:
-        self.read_model_rebuilding.set(partitions)
 
     def on_model(self, model) -> None:
         """The worker uses `model` (a streams.core HealthModel) from now on."""
@@ -365,6 +378,3 @@ class HealthMetrics:
         for key in self._lag_labels - labels:
             self.consumer_lag.remove(*key)
         self._lag_labels = labels
-
-    def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -22,7 +22,7 @@ from streams.worker.broker_watch import BrokerWatch
 from streams.worker.control import ControlChannel, Snooze
 from streams.worker.snoozes import Snoozes
 from streams.sinks.kafka_batches import send_records
-from streams.clock import Clock, idle
+from streams.clock import Clock, supervised
 from streams.core.model_loader import load_model
 from streams.worker.metrics import HealthMetrics, consumer_lag, scan_partitions
 from streams.text import printable
@@ -81,12 +81,7 @@ class Pipeline:
         self.caught_up_sweep: asyncio.Future | None = None  # kept: asyncio holds running tasks weakly
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
         self.read_model = ReadModel.from_settings(settings)
-        self.sink = ReadModelSink(settings.bootstrap_servers, topics.scores, f"{settings.app_id}-readmodel",
-                                  self.read_model, consumer_options=kafka_security,
-                                  on_applied=metrics.on_read_model_applied,
-                                  on_error=metrics.on_read_model_error, on_backlog=metrics.on_read_model_backlog,
-                                  on_rebuild=metrics.on_read_model_rebuild,
-                                  on_rebuilding=metrics.on_read_model_rebuilding)
+        self.sink = ReadModelSink.of(settings, self.read_model, metrics, kafka_security)
         self.broker = BrokerWatch(settings.bootstrap_servers, topics.control,
                                   client_options=kafka_security)
         self.stopping = asyncio.Event()
@@ -379,18 +374,7 @@ class Pipeline:
             raise SystemExit(message)
 
     async def supervised(self, name: str, run) -> None:
-        """Run a background reader (the read model sink, the control topic, the broker watch) until the
-        worker stops; one that fails (the broker or Redis away, a bug) is logged and started again."""
-        while not self.stopping.is_set():
-            try:
-                await run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # noqa: BLE001 - a background reader must not stop the worker
-                log.warning("%s stopped (%s: %s); starting it again in 5 s", name, type(err).__name__,
-                            printable(str(err), 200))
-                await idle(self.stopping, 5.0)
+        await supervised(name, run, self.stopping)
 
 
 def _log_failure(task: "asyncio.Future") -> None:
@@ -442,9 +426,10 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
         if any(tp.topic in pipeline.kinds for tp in assigned):
             pipeline.processor.catching_up = True  # partitions taken over may come with a backlog
 
-    @app.task
-    async def read_model_sink() -> None:
-        await pipeline.supervised("the read model sink", lambda: pipeline.sink.run(pipeline.stopping))
+    if settings.read_model_sink == "worker":  # else `health read-model` processes write Redis
+        @app.task
+        async def read_model_sink() -> None:
+            await pipeline.supervised("the read model sink", lambda: pipeline.sink.run(pipeline.stopping))
 
     @app.task
     async def control_topic() -> None:
@@ -482,7 +467,9 @@ def _register_views(app: HealthApp, pipeline: Pipeline) -> None:
         if not pipeline.settled():
             reasons.append("rebalancing or recovering")
         body = {"status": "not ready" if reasons else "ready", "kafka": pipeline.broker.reachable,
-                "redis": pipeline.sink.redis_ok, "model_version": pipeline.model.version}
+                "model_version": pipeline.model.version}
+        if pipeline.settings.read_model_sink == "worker":  # else Redis is the read-model processes' to report
+            body["redis"] = pipeline.sink.redis_ok
         if reasons:
             body["reasons"] = reasons
         return web.json(body, status=503 if reasons else 200)

@@ -34,15 +34,19 @@ def test_pipeline_benchmark_runs_and_writes_its_table(stack, tmp_path):
     print(result.stdout)
 
 
-def test_state_benchmark_recovers_and_rolls_out_every_account(stack, tmp_path):
+@pytest.mark.parametrize("sink", ["worker", "separate"])
+def test_state_benchmark_recovers_and_rolls_out_every_account(stack, tmp_path, sink):
     out = tmp_path / "state.json"
     result = subprocess.run([sys.executable, str(ROOT / "ops/bench/bench_state.py"), "--accounts", "3000",
                              "--templates", "20", "--partitions", "4", "--bootstrap", stack.bootstrap,
-                             "--json", str(out)], capture_output=True, text=True, timeout=900)
+                             "--json", str(out)] + (["--separate-sink"] if sink == "separate" else []),
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     table = json.loads(out.read_text())
     assert table["accounts_held"] == table["rollout_rescored"] == table["rollout_score_updates"] == 3000
     assert table["recovery_seconds"] > 0 and table["rollout_seconds"] > 0
+    # every rolled-out score reached Redis, written by the worker or by the read-model process
+    assert table["read_model_sink"] == sink and table["rollout_in_redis_seconds"] >= table["rollout_wall_seconds"]
     print(result.stdout)
 
 

@@ -263,6 +263,37 @@ def _get_json(port: int, path: str):
         return response.status, json.loads(response.read())
 
 
+def test_a_read_model_process_of_its_own_writes_redis_for_workers_that_run_no_sink(stack, worker_env, unique,
+                                                                                   redis_client, tmp_path):
+    events = event_log(accounts=40, days=30, seed=51)
+    twin = score_all(events, load_model(DEFAULT_MODEL), NOW)
+    arrivals = deliveries(events, seed=52)
+    publish(stack.bootstrap, unique, arrivals)
+    port, sink_port = free_port(), free_port()
+    env = scored_env(worker_env, tmp_path, HEALTH_WEB_PORT=str(port), HEALTH_READ_MODEL_SINK="separate")
+    with Worker(env, tmp_path) as worker:
+        wait_until_equal(stack.bootstrap, f"{unique}.scores", twin, timeout=120, alive=worker.alive)
+        wait_for(lambda: consumed(port) == len(arrivals), 60, what="every event consumed: no more updates to come")
+        # the worker runs no sink: nothing of this test's reaches Redis
+        assert metric(port, "health_read_model_updates_total") == 0
+        assert not list(redis_client.scan_iter(f"{unique}:account:*"))
+        status, ready = _get_json(port, "/health/ready")
+        assert status == 200 and ready["status"] == "ready" and "redis" not in ready
+
+        sink = Worker({**env, "HEALTH_WEB_PORT": str(sink_port)}, tmp_path, name="read-model", command="read-model")
+        with sink:
+            latest = wait_until_redis_matches_topic(stack.bootstrap, redis_client, unique, 60, sink.alive)
+            assert {a for a, r in latest.items() if r["score"] is not None} == {
+                a for a, s in twin.items() if s.score is not None}
+            assert wait_for(lambda: metric(sink_port, "health_read_model_backlog") == 0, 30, what="no backlog")
+            assert metric(sink_port, "health_read_model_updates_total") >= len(latest)
+            status, bands = _get_json(port, "/bands")  # the worker's read API reads what the sink wrote
+            assert status == 200 and sum(bands["bands"].values()) == sum(1 for r in latest.values() if r["band"])
+        assert sink.proc.returncode == 0, sink.report()
+        assert worker.alive(), worker.report()
+    assert "read model sink stopped" in sink.log(), sink.report()
+
+
 def test_records_on_the_score_topic_that_are_not_score_updates_do_not_stall_the_sink(stack, worker_env, unique,
                                                                                       redis_client, tmp_path):
     """Redis refuses these (a null account, a boolean seq, a score that is text): skipped, not retried forever."""
