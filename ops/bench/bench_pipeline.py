@@ -266,20 +266,26 @@ async def _load_batches(bootstrap: str, records: list) -> None:
         await producer.stop()
 
 
-def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1, before=None, first_port: int = 6170
-           ) -> dict:
+def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1, before=None, first_port: int = 6170,
+           separate_sink: bool = False) -> dict:
     """The real worker(s) draining the preloaded topics, on the real clock, until every event is
     consumed and every score update is in Redis. The span runs from the start of the first batch
     (the earliest computation time of the batches' score updates) to the moment the read model had applied the
-    last update (polled every 0.1 s)."""
+    last update (polled every 0.1 s). `separate_sink`: Redis is written by a `health read-model` process
+    (HEALTH_READ_MODEL_SINK=separate), not by the workers."""
     ports = [first_port + i for i in range(workers)]
-    procs = [start_worker(settings, workdir, port, None) for port in ports]
+    mode = {"HEALTH_READ_MODEL_SINK": "separate"} if separate_sink else {}
+    procs = [start_worker(settings, workdir, port, None, **mode) for port in ports]
+    if separate_sink:
+        procs.append(start_worker(settings, workdir, first_port + workers, None, "read-model", **mode))
+        ports.append(first_port + workers)
+    names = [f"worker{i}" for i in range(workers)] + (["read_model"] if separate_sink else [])
     total_of = lambda name: sum(metric(port, name) for port in ports)  # noqa: E731
     others = stack_pids()
     start: dict = {}
 
     def mark() -> None:  # the CPU accounting starts here
-        start["cpu"] = {**{f"worker{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)},
+        start["cpu"] = {**{name: cpu_seconds(p.pid) for name, p in zip(names, procs)},
                         **{name: cpu_seconds(pid) for name, pid in others.items()}}
         start["wall"] = time.time()
 
@@ -294,7 +300,7 @@ def ours_d(settings: Settings, total: int, workdir: Path, workers: int = 1, befo
             scored = total_of("health_score_updates_total")
             if consumed >= total and scored and total_of("health_read_model_updates_total") >= scored:
                 done = time.time()
-                cpu = {**{f"worker{i}": cpu_seconds(p.pid) for i, p in enumerate(procs)},
+                cpu = {**{name: cpu_seconds(p.pid) for name, p in zip(names, procs)},
                        **{name: cpu_seconds(pid) for name, pid in others.items()}}
                 break
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
@@ -360,6 +366,8 @@ def main() -> None:
                         help="skip the quixstreams peers Q and Qc (they need the bench extra: pip install -e '.[bench]')")
     parser.add_argument("--skip-latency", action="store_true", help="skip the fixed-load latency run")
     parser.add_argument("--skip-scale-out", action="store_true", help="skip the two-worker run")
+    parser.add_argument("--separate-sink", action="store_true",
+                        help="also run D with Redis written by a `health read-model` process (row Ds)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "pipeline.json")
     args = parser.parse_args()
     if not args.skip_quix and importlib.util.find_spec("quixstreams") is None:
@@ -378,6 +386,7 @@ def main() -> None:
     q, q_run = (None, None) if args.skip_quix else quix_baseline("scorer", settings, total, workdir)
     one = run_settings(settings, "d1")
     d = ours_d(one, total, workdir)
+    ds = ours_d(run_settings(settings, "d2"), total, workdir, separate_sink=True) if args.separate_sink else None
     scale = None if args.skip_scale_out else scale_out(args.bootstrap, args.partitions, events, workdir)
     state = state_bytes(one)
     lat = None if args.skip_latency else latency(args.bootstrap, args.partitions, workdir, min(args.accounts, 2000),
@@ -386,7 +395,7 @@ def main() -> None:
               "ceiling_a_events_per_s": round(a), "ceiling_b_events_per_s": round(b),
               "baseline_c_events_per_s": round(c) if c else None,
               "quix_q_events_per_s": round(q) if q else None, "quix_qc_events_per_s": round(qc) if qc else None,
-              "quix": {"Q": q_run, "Qc": qc_run}, "ours_d": d,
+              "quix": {"Q": q_run, "Qc": qc_run}, "ours_d": d, "ours_d_separate_sink": ds,
               "event_loops": {"B": b_loop, "C": c_loop, "D": d["loop"]},
               "scale_out": scale,
               "state_bytes_per_account": state,
@@ -405,6 +414,8 @@ def main() -> None:
         print(f"  quixstreams {q_run['quixstreams']}: counted in all: Qc {qc_run['final_events']}, "
               f"Q {q_run['final_events']} of {total}")
     print(f"{'D: worker, events in to scores out':<46}{d['events_per_s']:>12}")
+    if ds:
+        print(f"{'Ds: D with Redis written by health read-model':<46}{ds['events_per_s']:>12}")
     print(f"D/A = {result['d_over_a']:.3f}   D/B = {result['d_over_b']:.2f}   D/C = {result['d_over_c']}   "
           f"D/Q = {result['d_over_q']}   D/Qc = {result['d_over_qc']}")
     if scale:

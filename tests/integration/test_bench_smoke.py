@@ -19,7 +19,8 @@ def test_pipeline_benchmark_runs_and_writes_its_table(stack, tmp_path):
     out = tmp_path / "pipeline.json"
     result = subprocess.run([sys.executable, str(ROOT / "ops/bench/bench_pipeline.py"), "--events", "3000",
                              "--accounts", "300", "--partitions", "4", "--latency-rate", "100",
-                             "--latency-seconds", "15", "--bootstrap", stack.bootstrap, "--json", str(out)],
+                             "--latency-seconds", "15", "--bootstrap", stack.bootstrap, "--json", str(out),
+                             "--separate-sink"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     table = json.loads(out.read_text())
@@ -28,6 +29,8 @@ def test_pipeline_benchmark_runs_and_writes_its_table(stack, tmp_path):
         assert table[key] > 0, key
     assert table["quix"]["Q"]["final_events"] == table["quix"]["Qc"]["final_events"] == table["events"]
     assert table["ours_d"]["events"] == table["events"] > 0
+    assert table["ours_d_separate_sink"]["events"] == table["events"]
+    assert "read_model" in table["ours_d_separate_sink"]["cores_used"]
     assert table["latency"]["score_updates"] > 0
     assert table["scale_out"]["two"]["workers"] == 2 and table["scale_out"]["ratio"] > 0
     assert table["state_bytes_per_account"]["accounts"] == table["accounts"]
