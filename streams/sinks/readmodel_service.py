@@ -18,8 +18,7 @@ from prometheus_client import start_http_server
 from streams.clock import supervised
 from streams.settings import Settings
 from streams.sinks.readmodel import ReadModel
-from streams.sinks.readmodel_sink import ReadModelSink
-from streams.worker.metrics import ReadModelMetrics
+from streams.sinks.readmodel_sink import ReadModelMetrics, ReadModelSink
 
 log = logging.getLogger(__name__)
 

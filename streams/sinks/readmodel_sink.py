@@ -1,7 +1,8 @@
 """Keeps the Redis read model up to date from the score-update topic, and rebuilds it when Redis lost it.
 
-A plain aiokafka consumer in its own consumer group, inside the worker; several workers split the
-topic's partitions. When Redis is away the sink retries with backoff while scoring goes on, and
+A plain aiokafka consumer in its own consumer group, inside the worker (or, with
+HEALTH_READ_MODEL_SINK=separate, in `health read-model` processes: streams.sinks.readmodel_service);
+several workers split the topic's partitions. When Redis is away the sink retries with backoff while scoring goes on, and
 catches up from the topic when Redis returns, without a restart.
 
 Redis runs without persistence here, so it can come back empty. For each partition it owns the sink
@@ -35,6 +36,8 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from streams.clock import idle
@@ -56,6 +59,52 @@ class _Build:
     target: int
     started: float  # time.monotonic()
     records: int = 0
+
+
+READ_MODEL_REBUILD_REASONS = ("initial", "lost")
+
+
+class ReadModelMetrics:
+    """The read model sink's metrics: a worker's (HEALTH_READ_MODEL_SINK=worker) or a `health read-model`
+    process's."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.read_model_updates = Counter("health_read_model_updates_total",
+                                          "Score updates written to the Redis read model", registry=r)
+        self.read_model_errors = Counter("health_read_model_write_failures_total",
+                                         "Failed Redis read model writes (retried)", registry=r)
+        self.read_model_backlog = Gauge("health_read_model_backlog",
+                                        "Score updates on the score topic not yet in Redis: high watermark minus "
+                                        "the read model sink's applied offset, over its partitions", registry=r)
+        self.read_model_rebuilds = Counter("health_read_model_rebuilds_total",
+                                           "Score topic partitions whose Redis projection the sink (re)built from "
+                                           "the start of the topic; reason initial (nothing built yet) or lost "
+                                           "(its marker was gone: Redis lost data)", ["reason"], registry=r)
+        self.read_model_rebuilding = Gauge("health_read_model_rebuilding_partitions",
+                                           "Score topic partitions whose Redis projection is being rebuilt",
+                                           registry=r)
+        for reason in READ_MODEL_REBUILD_REASONS:
+            self.read_model_rebuilds.labels(reason)
+
+    def on_read_model_applied(self, n: int) -> None:
+        self.read_model_updates.inc(n)
+
+    def on_read_model_error(self, exc: Exception) -> None:
+        self.read_model_errors.inc()
+
+    def on_read_model_backlog(self, updates: int) -> None:
+        self.read_model_backlog.set(updates)
+
+    def on_read_model_rebuild(self, reason: str, partitions: int = 1) -> None:
+        self.read_model_rebuilds.labels(reason).inc(partitions)
+
+    def on_read_model_rebuilding(self, partitions: int) -> None:
+        self.read_model_rebuilding.set(partitions)
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @dataclass

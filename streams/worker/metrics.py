@@ -23,13 +23,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from schemas.events import EVENT_KINDS
 from schemas.outputs import ALERT_TYPES, CAUSES, INSUFFICIENT_DATA, band_label
 from streams.core.state import OUTCOMES
+from streams.sinks.readmodel_sink import ReadModelMetrics
 from streams.worker.control import OUTCOMES as CONTROL_OUTCOMES, REFUSALS as CONTROL_REFUSALS
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # every label value the counters can take, created at zero so rate() and increase() see the first events
 EVENT_OUTCOMES = OUTCOMES + ("dead_lettered", "rerouted")  # the core's, and the worker's own
-READ_MODEL_REBUILD_REASONS = ("initial", "lost")
 
 
 class _PartitionAccounts:
@@ -167,49 +167,6 @@ def consumer_lag(consumer, topics: Iterable[str]) -> dict[tuple[str, int], int]:
             partition_lags(consumer, topics, lambda tp: consumer_position(consumer, tp)).items()}
 
 
-class ReadModelMetrics:
-    """The read model sink's metrics: a worker's (HEALTH_READ_MODEL_SINK=worker) or a `health read-model`
-    process's."""
-
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.read_model_updates = Counter("health_read_model_updates_total",
-                                          "Score updates written to the Redis read model", registry=r)
-        self.read_model_errors = Counter("health_read_model_write_failures_total",
-                                         "Failed Redis read model writes (retried)", registry=r)
-        self.read_model_backlog = Gauge("health_read_model_backlog",
-                                        "Score updates on the score topic not yet in Redis: high watermark minus "
-                                        "the read model sink's applied offset, over its partitions", registry=r)
-        self.read_model_rebuilds = Counter("health_read_model_rebuilds_total",
-                                           "Score topic partitions whose Redis projection the sink (re)built from "
-                                           "the start of the topic; reason initial (nothing built yet) or lost "
-                                           "(its marker was gone: Redis lost data)", ["reason"], registry=r)
-        self.read_model_rebuilding = Gauge("health_read_model_rebuilding_partitions",
-                                           "Score topic partitions whose Redis projection is being rebuilt",
-                                           registry=r)
-        for reason in READ_MODEL_REBUILD_REASONS:
-            self.read_model_rebuilds.labels(reason)
-
-    def on_read_model_applied(self, n: int) -> None:
-        self.read_model_updates.inc(n)
-
-    def on_read_model_error(self, exc: Exception) -> None:
-        self.read_model_errors.inc()
-
-    def on_read_model_backlog(self, updates: int) -> None:
-        self.read_model_backlog.set(updates)
-
-    def on_read_model_rebuild(self, reason: str, partitions: int = 1) -> None:
-        self.read_model_rebuilds.labels(reason).inc(partitions)
-
-    def on_read_model_rebuilding(self, partitions: int) -> None:
-        self.read_model_rebuilding.set(partitions)
-
-    def exposition(self) -> tuple[bytes, str]:
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
 class HealthMetrics(ReadModelMetrics):
     def __init__(self, registry: CollectorRegistry | None = None):
         super().__init__(registry)
@@ -332,7 +289,6 @@ class HealthMetrics(ReadModelMetrics):
         self.rescore_runs.labels(cause).inc()
         self.rescore_seconds.labels(cause).observe(seconds)
         self.rescored_accounts.labels(cause).inc(accounts)
-
 
     def on_model(self, model) -> None:
         """The worker uses `model` (a streams.core HealthModel) from now on."""
