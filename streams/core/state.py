@@ -614,8 +614,12 @@ class AccountState:
     # (the MeasureSource protocol of streams.core.measures; callers advance() first or set ``lo``
     # to the first day retained on the day they evaluate; a window never reaches before it)
     def _since(self, lo: int | None) -> int:
-        """A window's first day, never before the first day retained on the day evaluated (None: that day)."""
+        """A window's first day, never before the first day retained on the day evaluated (None: that day),
+        nor before the first day held: after a clock gone back (another worker's, a few seconds behind, just
+        after midnight) the day evaluated can retain days ``advance`` already dropped (it never moves d0 back)."""
         first = self.lo
+        if first < self.d0:
+            first = self.d0
         return first if lo is None or lo < first else lo
 
     def count(self, names, lo: int | None, hi: int | None = None) -> int:

@@ -328,3 +328,43 @@ def test_users_and_surveys_stored_in_the_old_format_migrate_on_load():
     for later in (now, now + 10 * DAY, now + 30 * DAY):
         assert current_score(a, "a1", MODEL, later) == current_score(b, "a1", MODEL, later) \
             == score_all(events, MODEL, later)["a1"]
+
+
+def test_a_clock_gone_back_across_midnight_counts_every_day_held():
+    """A worker whose clock is seconds behind (a partition taken over, a clock step) evaluates the day
+    before the one the state's retained days were advanced to (they never move back): the queries count
+    every day held, as the twin does, not the last few days of each series."""
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["measures"]["logins_30d"]["window_days"] = 60  # a window as long as the retained days
+    model = parse_model(doc, source="logins over 60 days")
+    events = [usage("a1", T0 + i * DAY + HOUR, user=f"u{i % 3}", id=f"l{i}") for i in range(10)]
+    events += [usage("a1", T0 + 10 * DAY + 1, user="u0", id="m1"), usage("a1", T0 + 10 * DAY + 2, user="u0", id="m2")]
+    state = None
+    for e in events:  # this worker's clock is a few seconds after each event: day 10 at the end
+        state = roundtrip(apply_events(state, "a1", [e], model, e.occurred_at + 4).state)
+    late = usage("a1", T0 + 10 * DAY - 5, name="page_view", user="u1", id="late")
+    behind = T0 + 10 * DAY - 1  # another worker, still on day 9
+    up = apply_events(state, "a1", [late], model, behind)
+    assert up.state.lo < up.state.d0  # the day evaluated retains days no longer held
+    twin = score_all(events + [late], model, behind)["a1"]
+    stream = last_score(up.state, "a1", model)
+    assert stream.components["logins_per_user"].value == twin.components["logins_per_user"].value == 4.0
+    assert stream.score == twin.score
+
+
+def test_an_event_is_the_same_event_for_its_kind_hour_and_id_in_the_stream_and_the_twin():
+    """De-duplication by kind, hour of occurred_at and event_id (the stream keeps a fingerprint per kind
+    and hour): an id two producers both use, or one re-sent in another hour, counts twice; in the same
+    hour, once. The twin counts them the same way."""
+    cases = {
+        "two kinds": [usage("a1", NOW - 3 * HOUR, id="42"), survey("a1", NOW - 2 * HOUR, "csat", 1.0, id="42")],
+        "another hour": [survey("a1", NOW - 3 * HOUR, "csat", 5.0, id="42"),
+                         survey("a1", NOW - HOUR, "csat", 1.0, id="42")],
+        "the same hour": [survey("a1", NOW - 3 * HOUR, "csat", 5.0, id="42"),
+                          survey("a1", NOW - 3 * HOUR + 60, "csat", 1.0, id="42")],
+    }
+    applied = {"two kinds": 2, "another hour": 2, "the same hour": 1}
+    for label, events in cases.items():
+        up = apply_events(None, "a1", events, MODEL, NOW)
+        assert up.outcomes["applied"] == applied[label], label
+        assert last_score(up.state, "a1", MODEL).score == score_all(events, MODEL, NOW)["a1"].score, label
