@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from schemas.events import Event
 
-from .days import DAY, MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
+from .days import DAY, HOUR, MINUTES_PER_DAY, day_of, fingerprint, minute_of, to_centi
 from .engine import silence_floor
 from .model import HealthModel
 from .scoring import AccountScore, plan_of
@@ -25,8 +25,8 @@ from .state import OPEN_RANKS, add_survey, T_BREACH, T_OPENED, TICKET_RANK, is_f
 __all__ = ("score_all", "EventLog", "ticket_episodes")
 
 
-def ticket_episodes(events: Iterable[Event], q: int) -> dict[str, int]:
-    """event_id -> the episode of its ticket it belongs to (0, 1, ...), over all of an account's ticket
+def ticket_episodes(events: Iterable[Event], q: int) -> dict[tuple[str, int], int]:
+    """(event_id, minute) -> the episode of its ticket it belongs to (0, 1, ...), over all of an account's ticket
     events: an episode ends ``q`` minutes after its first resolution (:func:`ticket_episode_minutes`), the
     ticket's later events start the next one."""
     by_ticket: dict[str, list] = {}
@@ -41,21 +41,21 @@ def ticket_episodes(events: Iterable[Event], q: int) -> dict[str, int]:
                 episode, anchor = episode + 1, None
             if rank == 3 and anchor is None:
                 anchor = ts
-            out[event_id] = episode
+            out[(event_id, ts)] = episode  # an id may recur in another hour: another event
     return out
 
 
 class EventLog:
     """A measure source over one account's accepted events (``episode_of``: see :func:`ticket_episodes`)."""
 
-    def __init__(self, events: list[Event], episode_of: dict[str, int] | None = None):
+    def __init__(self, events: list[Event], episode_of: dict[tuple[str, int], int] | None = None):
         self.usage = [(day_of(e.occurred_at), e) for e in events if e.kind == "usage"]
         self.ticket_events = [e for e in events if e.kind == "ticket"]
         self.survey_events = [e for e in events if e.kind == "survey"]
         self.account_events = [e for e in events if e.kind == "account"]
         self.tickets, self.episodes = self._tickets(episode_of or {})
 
-    def _tickets(self, episode_of: dict[str, int]) -> tuple[dict[str, tuple], list[list]]:
+    def _tickets(self, episode_of: dict[tuple[str, int], int]) -> tuple[dict[str, tuple], list[list]]:
         """ticket id -> (last activity, last action rank); and each episode's
         [opened (min), first response (min), resolved (max), sla breach flag (max)]."""
         last: dict[str, tuple] = {}
@@ -68,7 +68,7 @@ class EventLog:
             tid = e.ticket_id
             if tid not in last or (ts, rank) > last[tid]:
                 last[tid] = (ts, rank)
-            grouped.setdefault((tid, episode_of.get(e.event_id, 0)), []).append((ts, rank, bool(e.sla_breached)))
+            grouped.setdefault((tid, episode_of.get((e.event_id, ts), 0)), []).append((ts, rank, bool(e.sla_breached)))
         episodes = []
         for evs in grouped.values():
             opened = [ts for ts, r, _ in evs if r == 0]
@@ -152,7 +152,8 @@ def score_all(events: Iterable[Event], model: HealthModel, now: float) -> dict[s
     for e in events:
         if is_future(e.occurred_at, now, cfg):
             continue
-        accounts.setdefault(e.account_id, {}).setdefault(e.event_id, e)
+        # one event per kind, hour and id, as the stream's de-duplication (state.py: fp) counts them
+        accounts.setdefault(e.account_id, {}).setdefault((e.kind, int(e.occurred_at // HOUR), e.event_id), e)
     plan = plan_of(model)
     out = {}
     for account_id in sorted(accounts):
