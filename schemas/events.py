@@ -368,7 +368,8 @@ def _account(d: dict) -> AccountEvent:
             if len(v) <= LIMITS.text_chars:
                 continue
         elif isinstance(v, (int, float)):
-            if _isfinite(v) and -LIMITS.max_attribute_number <= v <= LIMITS.max_attribute_number:
+            # bounds first: isfinite() of an int too large for a float raises OverflowError
+            if -LIMITS.max_attribute_number <= v <= LIMITS.max_attribute_number and _isfinite(v):
                 continue
         raise _invalid(f"attributes.{_show_key(key)}", _ATTRIBUTE, _show(v))
     # A copy: the event is frozen, callers of event_from_dict keep their dict.

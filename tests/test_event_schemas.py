@@ -217,6 +217,9 @@ BAD = [
     ("attributes-long-text", raw("account", attributes={"plan": "p" * 501}), "account", "attributes.plan",
      "a string of 501 characters"),
     ("attributes-1e18", raw("account", attributes={"seats": 10**18}), "account", "attributes.seats", "1e+15"),
+    # beyond a float's range: float() of it raises OverflowError (a CSV cell of 400 digits)
+    ("attributes-huge-int-dict", payload("account", attributes={"seats": 10**400}), "account", "attributes.seats",
+     "1e+15"),
     ("attributes-control-name", raw("account", attributes={"a\nb": {}}), "account", "attributes.a\\nb",
      "an object"),
     # a key given twice: orjson would keep the last silently, other parsers the first
