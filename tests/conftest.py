@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from streams.topics import CONTROL_TOPIC_CONFIG, SCORE_TOPIC_CONFIG
-from tests.harness import STACK, Stack, create_topics, unique_name
+from tests.harness import STACK, Stack, create_topics, delete_topics, unique_name
 
 PARTITIONS = 4  # per test topic: enough to exercise partitioning, cheap to create and recover
 
@@ -43,7 +43,7 @@ def redis_client(stack: Stack):
 
 
 @pytest.fixture
-def worker_env(stack: Stack, unique: str) -> dict[str, str]:
+def worker_env(stack: Stack, unique: str):
     """Environment for a worker isolated by unique names: its own group, topics and Redis keys.
     Its topics are created first, as an operator would: a test consumer that subscribes to a topic
     before the worker declared it would otherwise have the broker create it with its default size."""
@@ -51,7 +51,7 @@ def worker_env(stack: Stack, unique: str) -> dict[str, str]:
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.{t}" for t in keyed], PARTITIONS))
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.scores"], PARTITIONS, SCORE_TOPIC_CONFIG))
     asyncio.run(create_topics(stack.bootstrap, [f"{unique}.control"], 1, CONTROL_TOPIC_CONFIG))
-    return {
+    yield {
         "HEALTH_APP_ID": unique,
         "HEALTH_KAFKA_BROKER": stack.broker_url,
         "HEALTH_REDIS_URL": stack.redis_url,
@@ -59,3 +59,7 @@ def worker_env(stack: Stack, unique: str) -> dict[str, str]:
         "HEALTH_REDIS_PREFIX": unique,
         "HEALTH_PARTITIONS": str(PARTITIONS),
     }
+    try:  # the test's topics go with it (its workers have stopped); best effort: a broker may be away
+        asyncio.run(asyncio.wait_for(delete_topics(stack.bootstrap, unique), 30))
+    except Exception:  # noqa: BLE001 - a topic left behind costs only disk
+        pass

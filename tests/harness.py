@@ -143,6 +143,19 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 12, 
         await admin.close()
 
 
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix` (a test's own): a kept local stack would
+    otherwise gather thousands of partitions, each an open file of the broker's, until it stops."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | dict]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_request_size=4 * 1024 * 1024)
     await producer.start()
