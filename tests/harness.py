@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import socket
 import subprocess
@@ -52,10 +53,31 @@ def unique_name(label: str) -> str:
     return f"t-{slug}-{uuid.uuid4().hex[:8]}"
 
 
+# Below the kernel's ephemeral range (32768-60999 by default): a port handed out by bind(0) is one an
+# outgoing connection may take before the server binds it (the stack's Kafka once lost its SSL port so)
+_PORTS = range(20000, 32000)
+
+
+def free_ports(n: int) -> int:
+    """The first of `n` consecutive loopback ports nothing listens on now, outside the ephemeral range."""
+    rng = random.Random()
+    while True:
+        start = rng.randrange(_PORTS.start, _PORTS.stop - n)
+        sockets = []
+        try:
+            for port in range(start, start + n):
+                sockets.append(socket.socket())
+                sockets[-1].bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)
 
 
 def health_command() -> list[str]:

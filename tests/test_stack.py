@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import STACK, free_port
+from tests.harness import STACK, free_ports
 
 
 def run_stack(command: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess:
@@ -17,8 +17,10 @@ def run_stack(command: str, env: dict[str, str], timeout: float = 180) -> subpro
 
 
 def isolated_env(tmp_path: Path) -> dict[str, str]:
-    return {"HEALTH_STACK_DIR": str(tmp_path / "stack"), "HEALTH_KAFKA_PORT": str(free_port()),
-            "HEALTH_KAFKA_CONTROLLER_PORT": str(free_port()), "HEALTH_REDIS_PORT": str(free_port()),
+    # one block: Kafka's port, its SASL_SSL and SSL listeners (+2, +3, ops/stack's defaults), the controller, Redis
+    start = free_ports(6)
+    return {"HEALTH_STACK_DIR": str(tmp_path / "stack"), "HEALTH_KAFKA_PORT": str(start),
+            "HEALTH_KAFKA_CONTROLLER_PORT": str(start + 4), "HEALTH_REDIS_PORT": str(start + 5),
             "HEALTH_KAFKA_HEAP": "384m"}
 
 
