@@ -163,6 +163,7 @@ def run(bootstrap: str, accounts: int, partitions: int, templates: int, seed: in
                          partition_for("acct-000001", partitions)))
         wait(lambda: metric(port, "health_events_total") >= 1, 60, "the probe event", worker)
         probe_ms = (time.time() - sent) * 1000
+
         def in_redis() -> float:  # score updates the read model wrote, in the worker or beside it
             return metric(port, "health_read_model_updates_total") + metric(port + 1, "health_read_model_updates_total")
 

@@ -784,11 +784,14 @@ class AccountState:
 
 def _group_users(us: dict[str, int]) -> dict[str, str]:
     """user fingerprint -> day, stored as day -> the fingerprints concatenated (a key and a number less per user)."""
-    groups: dict[int, str] = {}
-    get = groups.get
+    groups: dict[int, list[str]] = {}  # joined once: appending to a string per user is quadratic in a day's users
     for u, day in us.items():
-        groups[day] = get(day, "") + u
-    return {str(day): g for day, g in groups.items()}
+        g = groups.get(day)
+        if g is None:
+            groups[day] = [u]
+        else:
+            g.append(u)
+    return {str(day): "".join(g) for day, g in groups.items()}
 
 
 def _ungroup_users(groups: dict[str, str]) -> dict[str, int]:

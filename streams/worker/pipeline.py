@@ -81,7 +81,9 @@ class Pipeline:
         self.caught_up_sweep: asyncio.Future | None = None  # kept: asyncio holds running tasks weakly
         self.anchor_topic = topics.usage  # the source topic table writes are attributed to
         self.read_model = ReadModel.from_settings(settings)
-        self.sink = ReadModelSink.of(settings, self.read_model, metrics, kafka_security)
+        # None: `health read-model` processes write Redis (HEALTH_READ_MODEL_SINK=separate)
+        self.sink = (ReadModelSink.of(settings, self.read_model, metrics, kafka_security)
+                     if settings.read_model_sink == "worker" else None)
         self.broker = BrokerWatch(settings.bootstrap_servers, topics.control,
                                   client_options=kafka_security)
         self.stopping = asyncio.Event()
@@ -373,10 +375,6 @@ class Pipeline:
             log.critical(message)
             raise SystemExit(message)
 
-    async def supervised(self, name: str, run) -> None:
-        await supervised(name, run, self.stopping)
-
-
 def _log_failure(task: "asyncio.Future") -> None:
     if not task.cancelled() and task.exception() is not None:
         err = task.exception()
@@ -426,19 +424,19 @@ def register(app: HealthApp, settings: Settings, metrics: HealthMetrics, clock: 
         if any(tp.topic in pipeline.kinds for tp in assigned):
             pipeline.processor.catching_up = True  # partitions taken over may come with a backlog
 
-    if settings.read_model_sink == "worker":  # else `health read-model` processes write Redis
+    if pipeline.sink is not None:
         @app.task
         async def read_model_sink() -> None:
-            await pipeline.supervised("the read model sink", lambda: pipeline.sink.run(pipeline.stopping))
+            await supervised("the read model sink", lambda: pipeline.sink.run(pipeline.stopping), pipeline.stopping)
 
     @app.task
     async def control_topic() -> None:
-        await pipeline.supervised("the control topic reader",
-                                  lambda: pipeline.control_channel.follow(pipeline.stopping, pipeline.roll_out))
+        await supervised("the control topic reader",
+                         lambda: pipeline.control_channel.follow(pipeline.stopping, pipeline.roll_out), pipeline.stopping)
 
     @app.task
     async def watch_broker() -> None:
-        await pipeline.supervised("the broker watch", lambda: pipeline.broker.run(pipeline.stopping))
+        await supervised("the broker watch", lambda: pipeline.broker.run(pipeline.stopping), pipeline.stopping)
 
     @app.on_before_shutdown.connect
     async def stop(app, **kwargs) -> None:
@@ -468,7 +466,7 @@ def _register_views(app: HealthApp, pipeline: Pipeline) -> None:
             reasons.append("rebalancing or recovering")
         body = {"status": "not ready" if reasons else "ready", "kafka": pipeline.broker.reachable,
                 "model_version": pipeline.model.version}
-        if pipeline.settings.read_model_sink == "worker":  # else Redis is the read-model processes' to report
+        if pipeline.sink is not None:  # else Redis is the read-model processes' to report
             body["redis"] = pipeline.sink.redis_ok
         if reasons:
             body["reasons"] = reasons
